@@ -1,0 +1,7 @@
+"""Allow ``python -m pevl``."""
+
+import sys
+
+from pevl.cli import main
+
+sys.exit(main())

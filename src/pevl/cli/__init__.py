@@ -1,0 +1,64 @@
+"""The ``pevl`` command line: a thin layer that parses arguments and calls the library.
+
+Each sub-command lives in its own module of this package and defines ``register(subparsers)``, which adds
+its parser and sets ``func`` to a callable taking the parsed arguments and returning an exit code.
+Modules are discovered automatically, so adding a command never touches this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from pevl.errors import PevlError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every sub-command of this package."""
+    from pevl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="pevl",
+        description="PeVL: pose-enhanced vision-language model for fine-grained human action recognition.",
+    )
+    parser.add_argument("--version", action="version", version=f"pevl {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pevl`` command line.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` when ``None``.
+
+    Returns:
+        The process exit code: 0 on success, 2 for bad input, 130 when interrupted.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except PevlError as err:
+        print(f"pevl: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pevl: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: video decoding, frame sampling, transforms, poses (extraction, files, layouts) and datasets."""

@@ -1,0 +1,1 @@
+"""Datasets of the paper (FineGym, Diving48, HAA500, Toyota-Smarthome, Kinetics-400) and generic formats."""

@@ -1,0 +1,37 @@
+"""Shared fixtures: the real data beside the project, and deterministic seeding."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _shared_data_dir() -> Path:
+    override = os.environ.get("PEVL_SHARED_DATA")
+    return Path(override) if override else SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real videos, skeletons and label files at ``../shared/data``.
+
+    Skips with the reason when the folder is absent (a user's clone); fails instead when
+    ``PEVL_REQUIRE_SHARED_DATA=1`` (CI), so the real-data tests can never silently vanish.
+    """
+    root = _shared_data_dir()
+    if not (root / "SOURCES.md").is_file():
+        reason = f"real test data not found at {root} (set PEVL_SHARED_DATA to its location)"
+        if os.environ.get("PEVL_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(reason + " but PEVL_REQUIRE_SHARED_DATA=1")
+        pytest.skip(reason)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads() -> None:
+    torch.manual_seed(0)
