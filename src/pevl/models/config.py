@@ -15,6 +15,7 @@ from typing import Any
 
 from pevl.errors import PevlError
 from pevl.models.clip import CLIP_ARCHITECTURES, CLIPConfig, TextConfig, VisionConfig
+from pevl.utils.typed_config import check_keys
 
 STREAMS = ("video", "pose", "fused")
 PROMPTS = ("label", "action", "coarse")
@@ -173,25 +174,6 @@ class PeVLConfig:
                 value = overrides[name]
                 overrides[name] = (value,) if isinstance(value, str) else tuple(value)
         return dataclasses.replace(self, **overrides)
-
-
-def check_keys(mapping: Mapping[str, Any], dataclass_type: type, prefix: str = "") -> None:
-    """Fail on the first key of ``mapping`` that is not a field of ``dataclass_type``, suggesting the closest one.
-
-    Args:
-        mapping: Keys to check.
-        dataclass_type: A dataclass whose field names are the valid keys.
-        prefix: Shown before the key in the message (e.g. ``"model.overrides."``).
-
-    Raises:
-        PevlError: ``unknown config key 'model.overrides.num_ucmr' (did you mean 'num_ucmr_blocks'?)``.
-    """
-    valid = [f.name for f in dataclasses.fields(dataclass_type)]
-    for key in mapping:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid keys: {', '.join(valid)})"
-            raise PevlError(f"unknown config key '{prefix}{key}'{hint}")
 
 
 def clip_config_from_dict(data: Mapping[str, Any]) -> CLIPConfig:

@@ -1,0 +1,531 @@
+"""Run configuration: YAML files with ``_base_`` inheritance, ``--set key=value`` overrides, strict keys.
+
+A run is described by four frozen sections (model, data, optim, train). Files follow MMAction2 habits::
+
+    _base_: ../_base_/finegym.yaml      # or a list; paths are relative to this file
+    optim:
+      lr: 1e-4                          # YAML 1.2 numbers: 1e-4 is a float, not a string
+    data:
+      options: {_delete_: true, subset: gym99}   # _delete_ replaces the inherited mapping instead of merging
+
+Every key is checked: an unknown one fails with the closest valid key, naming the file (or the ``--set``) that
+introduced it, e.g. ``run.yaml: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from pevl.errors import PevlError, file_error
+from pevl.utils.io import atomic_open
+from pevl.utils.typed_config import (
+    DELETE_KEY,
+    ConfigKeyError,
+    check_keys,
+    coerce_value,
+    field_types,
+    plain,
+    suggest,
+)
+from pevl.utils.yaml_io import dump_yaml, parse_yaml
+
+BASE_KEY = "_base_"
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def _coerce_fields(obj: Any) -> None:
+    """Type-convert every field of a frozen section in place (called from ``__post_init__``)."""
+    section = obj.section_name
+    for name, tp in field_types(type(obj)).items():
+        value = getattr(obj, name)
+        object.__setattr__(obj, name, coerce_value(value, tp, f"{section}.{name}"))
+
+
+def _require(condition: bool, key: str, requirement: str, value: Any) -> None:
+    if not condition:
+        raise ConfigKeyError(key, f"config key '{key}' must be {requirement}, got {value!r}")
+
+
+# ---- the sections ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Which PeVL model to build."""
+
+    section_name: ClassVar[str] = "model"
+
+    preset: str = "pevl_tiny"  # a named preset of pevl.models.presets (pevl_vit_b16, vl_vit_b16, pevl_tiny, ...)
+    pretrained: str | None = None  # CLIP weights (OpenAI .pt, open_clip/timm state dict) or a pevl checkpoint
+    overrides: dict[str, Any] = field(default_factory=dict)  # PeVLConfig fields changed from the preset
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self)
+        _require(bool(self.preset), "model.preset", "a preset name", self.preset)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Where the clips come from and how they are sampled."""
+
+    section_name: ClassVar[str] = "data"
+
+    dataset: str = "synthetic"  # finegym, diving48, haa500, toyota_smarthome, kinetics400, folder, csv, synthetic
+    root: str | None = None  # dataset root folder (videos, annotation lists)
+    train_split: str = "train"  # split used for training
+    val_split: str = "val"  # split evaluated every train.eval_interval epochs
+    test_split: str | None = None  # split of `pevl eval`; None = val_split
+    pose_file: str | None = None  # dataset-provided poses (PYSKL pickle); None = extract and cache
+    pose_cache_dir: str | None = None  # where extracted poses are cached; None = <work_dir>/poses
+    num_video_frames: int = 8  # T_v, "Video (L)": RGB frames per clip
+    num_pose_frames: int = 32  # T_p, "Video (H)": pose frames per clip (a multiple of T_v)
+    image_size: int = 224  # side of the square crop fed to the video encoder
+    batch_size: int = 8  # clips per process (the global batch is batch_size x world size x grad_accum_steps)
+    num_workers: int = 2  # DataLoader worker processes per training process
+    test_clips: int = 1  # temporal views per video at test time (scores averaged with test_crops)
+    test_crops: int = 1  # spatial views per clip at test time (1 = centre, 3 = three-crop)
+    options: dict[str, Any] = field(default_factory=dict)  # dataset-specific options (pevl.data.datasets)
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self)
+        _require(bool(self.dataset), "data.dataset", "a dataset name", self.dataset)
+        for name in ("num_video_frames", "num_pose_frames", "image_size", "batch_size", "test_clips", "test_crops"):
+            _require(getattr(self, name) >= 1, f"data.{name}", ">= 1", getattr(self, name))
+        _require(self.num_workers >= 0, "data.num_workers", ">= 0", self.num_workers)
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """Optimiser and learning-rate schedule (linear warm-up, then cosine)."""
+
+    section_name: ClassVar[str] = "optim"
+
+    optimizer: str = "adamw"  # "adamw" or "sgd" (momentum = betas[0])
+    lr: float = 3e-4  # peak learning rate, reached at the end of warm-up
+    weight_decay: float = 0.05  # decoupled weight decay; never applied to biases, norms, embeddings, tokens
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
+    epochs: int = 30  # training epochs
+    warmup_epochs: float = 2.0  # linear warm-up length in epochs (fractions allowed)
+    min_lr: float = 0.0  # learning rate at the end of the cosine decay
+    grad_accum_steps: int = 1  # micro-batches accumulated per optimiser step
+    clip_grad_norm: float | None = 1.0  # max global gradient norm; None disables clipping
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self)
+        _require(self.optimizer in OPTIMIZERS, "optim.optimizer", f"one of {OPTIMIZERS}", self.optimizer)
+        _require(math.isfinite(self.lr) and self.lr > 0, "optim.lr", "a positive number", self.lr)
+        _require(self.weight_decay >= 0, "optim.weight_decay", ">= 0", self.weight_decay)
+        _require(all(0 <= b < 1 for b in self.betas), "optim.betas", "two numbers in [0, 1)", self.betas)
+        _require(self.epochs >= 1, "optim.epochs", ">= 1", self.epochs)
+        _require(
+            0 <= self.warmup_epochs <= self.epochs,
+            "optim.warmup_epochs",
+            f"in [0, {self.epochs}] (epochs)",
+            self.warmup_epochs,
+        )
+        _require(0 <= self.min_lr <= self.lr, "optim.min_lr", "in [0, lr]", self.min_lr)
+        _require(self.grad_accum_steps >= 1, "optim.grad_accum_steps", ">= 1", self.grad_accum_steps)
+        if self.clip_grad_norm is not None:
+            _require(self.clip_grad_norm > 0, "optim.clip_grad_norm", "positive or null", self.clip_grad_norm)
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """Seeding, precision, evaluation/checkpoint cadence and logging."""
+
+    section_name: ClassVar[str] = "train"
+
+    seed: int = 0  # base seed; each process adds its rank
+    amp: str = "auto"  # "auto" = bf16 autocast on GPU, off on CPU; "bf16", "fp16" or "off" to force
+    grad_checkpointing: bool = False  # recompute encoder blocks in backward to save memory
+    eval_interval: int = 1  # evaluate every N epochs (0 = never during training)
+    save_interval: int = 1  # checkpoint every N epochs (an interrupted run also saves where it stopped)
+    keep_last: int = 2  # most recent checkpoints kept besides `best` (0 keeps them all)
+    log_interval: int = 10  # log training metrics every N optimiser steps
+    tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke runs); None = all epochs
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self)
+        _require(self.seed >= 0, "train.seed", ">= 0", self.seed)
+        _require(self.amp in AMP_MODES, "train.amp", f"one of {AMP_MODES}", self.amp)
+        for name in ("eval_interval", "save_interval", "keep_last"):
+            _require(getattr(self, name) >= 0, f"train.{name}", ">= 0", getattr(self, name))
+        _require(self.log_interval >= 1, "train.log_interval", ">= 1", self.log_interval)
+        if self.max_steps is not None:
+            _require(self.max_steps >= 1, "train.max_steps", ">= 1 or null", self.max_steps)
+
+
+SECTIONS: dict[str, type] = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "train": TrainSection}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A complete, validated run: what the work dir's ``config.yaml`` and every checkpoint hold."""
+
+    model: ModelSection = field(default_factory=ModelSection)  # model preset and overrides
+    data: DataSection = field(default_factory=DataSection)  # dataset, sampling and loading
+    optim: OptimSection = field(default_factory=OptimSection)  # optimiser and schedule
+    train: TrainSection = field(default_factory=TrainSection)  # loop settings
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts (tuples become lists), JSON and YAML serialisable."""
+        return {name: plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Build a config from nested dicts; missing keys take their defaults, unknown keys fail.
+
+        Raises:
+            ConfigKeyError: On an unknown key or a bad value (the message names the dotted key).
+        """
+        _check_tree(data)
+        sections = {name: SECTIONS[name](**dict(data.get(name) or {})) for name in SECTIONS}
+        return cls(**sections)
+
+    def to_yaml(self) -> str:
+        """The config as YAML text that :func:`load_config` reads back to an equal config."""
+        return dump_yaml(self.to_dict())
+
+
+def _all_keys() -> list[str]:
+    keys = list(SECTIONS)
+    for name, section in SECTIONS.items():
+        keys += [f"{name}.{f.name}" for f in dataclasses.fields(section)]
+    return keys
+
+
+def _unknown_key(path: Sequence[str]) -> ConfigKeyError:
+    """The error for an unknown dotted key, suggesting first a same-named field of another section."""
+    full = ".".join(path)
+    candidates = _all_keys()
+    leaf_matches = [k for k in candidates if "." in k and k.split(".", 1)[1] == path[-1]]
+    if len(path) == 2 and leaf_matches:
+        hint = f" (did you mean '{leaf_matches[0]}'?)"
+    elif len(path) == 2 and path[0] in SECTIONS:
+        hint = suggest(full, [k for k in candidates if k.startswith(path[0] + ".")]) or suggest(full, candidates)
+    else:
+        hint = suggest(full, candidates)
+    return ConfigKeyError(full, f"unknown config key '{full}'{hint}")
+
+
+def _check_path(path: Sequence[str]) -> bool:
+    """Validate a dotted key path; return True when it ends inside a free-form mapping field."""
+    if path[0] not in SECTIONS:
+        raise _unknown_key(path)
+    if len(path) == 1:
+        return False
+    section_types = field_types(SECTIONS[path[0]])
+    if path[1] not in section_types:
+        raise _unknown_key(path[:2])
+    tp = section_types[path[1]]
+    is_mapping = tp is dict or typing.get_origin(tp) is dict
+    if len(path) > 2 and not is_mapping:
+        raise ConfigKeyError(".".join(path), f"config key '{'.'.join(path[:2])}' has no sub-keys")
+    return is_mapping
+
+
+def _check_tree(data: Mapping[str, Any]) -> None:
+    """Check every key of a (partial) config tree; values are checked when the sections are built."""
+    if not isinstance(data, Mapping):
+        raise ConfigKeyError("", f"a config must be a mapping of sections, got {type(data).__name__}")
+    for name, section in data.items():
+        if name in (BASE_KEY, DELETE_KEY):
+            continue
+        _check_path([str(name)])
+        if section is None:
+            continue
+        if not isinstance(section, Mapping):
+            raise ConfigKeyError(str(name), f"config key '{name}' must be a mapping, got {section!r}")
+        for key in section:
+            if key != DELETE_KEY:
+                _check_path([str(name), str(key)])
+
+
+# ---- merging, provenance and overrides ------------------------------------------------------------------------------
+
+
+def _leaf_paths(data: Any, prefix: str = "") -> list[str]:
+    if isinstance(data, Mapping) and data:
+        out: list[str] = []
+        for key, value in data.items():
+            if key not in (BASE_KEY, DELETE_KEY):
+                out += _leaf_paths(value, f"{prefix}{key}.")
+        return out
+    return [prefix[:-1]] if prefix else []
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``update`` into a copy of ``base``: mappings merge recursively, everything else is replaced.
+
+    A mapping in ``update`` holding ``_delete_: true`` replaces the base mapping instead of merging into it.
+    """
+    merged = plain(base)
+    for key, value in update.items():
+        if key in (BASE_KEY, DELETE_KEY):
+            continue
+        if isinstance(value, Mapping):
+            replace = bool(value.get(DELETE_KEY, False))
+            inner = {k: v for k, v in value.items() if k != DELETE_KEY}
+            if not replace and isinstance(merged.get(key), Mapping):
+                merged[key] = deep_merge(merged[key], inner)
+            else:
+                merged[key] = deep_merge({}, inner)
+        else:
+            merged[key] = plain(value)
+    return merged
+
+
+def _read_yaml_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise file_error(path, "config file not found")
+    if path.is_dir():
+        raise file_error(path, "is a directory, not a config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise file_error(path, f"cannot read config file ({err})") from None
+    try:
+        data = parse_yaml(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise file_error(path, f"invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise file_error(path, f"a config file must hold a mapping of sections, not a {type(data).__name__}")
+    return dict(data)
+
+
+def _load_tree(path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read a config file and its ``_base_`` chain; return the merged tree and which file set each leaf."""
+    path = path.resolve() if path.exists() else path
+    if path in stack:
+        chain = " -> ".join(str(p) for p in (*stack, path))
+        raise file_error(stack[-1], f"circular _base_ inheritance: {chain}")
+    raw = _read_yaml_file(path)
+    try:
+        _check_tree(raw)
+    except ConfigKeyError as err:
+        raise file_error(path, str(err)) from None
+    bases = raw.get(BASE_KEY) or []
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise file_error(path, f"{BASE_KEY} must be a file name or a list of file names, got {bases!r}")
+    tree: dict[str, Any] = {}
+    provenance: dict[str, str] = {}
+    for base in bases:
+        base_path = Path(base).expanduser()
+        base_path = base_path if base_path.is_absolute() else path.parent / base_path
+        if not base_path.exists():
+            raise file_error(path, f"{BASE_KEY} file not found: {base_path}")
+        base_tree, base_prov = _load_tree(base_path, (*stack, path))
+        tree = deep_merge(tree, base_tree)
+        provenance.update(base_prov)
+    tree = deep_merge(tree, raw)
+    provenance.update({leaf: str(path) for leaf in _leaf_paths(raw)})
+    return tree, provenance
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``key=value``; the value is read as YAML (``1e-4`` -> float, ``null`` -> None, ``[a, b]`` -> list)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise PevlError(f"--set {item!r}: expected key=value, e.g. optim.lr=1e-4")
+    try:
+        value = parse_yaml(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text  # not YAML: keep the literal string, like mmengine's --cfg-options
+    return key.split("."), value
+
+
+def _apply_override(tree: dict[str, Any], provenance: dict[str, str], item: str) -> dict[str, Any]:
+    path, value = _parse_override(item)
+    source = f"--set {item}"
+    try:
+        in_mapping_field = _check_path(path)
+        if len(path) == 1:
+            _check_tree({path[0]: value})
+    except ConfigKeyError as err:
+        raise PevlError(f"{source}: {err}") from None
+    update: Any = value
+    if len(path) == 2 and in_mapping_field and isinstance(value, Mapping):
+        update = {DELETE_KEY: True, **value}  # `--set data.options={...}` replaces the mapping
+    for part in reversed(path):
+        update = {part: update}
+    tree = deep_merge(tree, update)
+    dotted = ".".join(path)
+    for leaf in [k for k in provenance if k == dotted or k.startswith(dotted + ".")]:
+        del provenance[leaf]
+    for leaf in _leaf_paths(update) or [dotted]:
+        provenance[leaf] = source
+    return tree
+
+
+def _source_of(key: str, provenance: Mapping[str, str], default: str | None) -> str | None:
+    """The file or ``--set`` that set ``key`` (or something below or above it)."""
+    if key in provenance:
+        return provenance[key]
+    below = [src for leaf, src in provenance.items() if leaf.startswith(key + ".")]
+    if below:
+        return below[-1]
+    parts = key.split(".")
+    for n in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:n]) in provenance:
+            return provenance[".".join(parts[:n])]
+    return default
+
+
+# ---- validation hooks ------------------------------------------------------------------------------------------------
+
+
+def _optional_module(name: str) -> types.ModuleType | None:
+    """Import a sibling module that may not exist yet; errors inside an existing module propagate."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name is not None and name.startswith(err.name):
+            return None
+        raise
+
+
+def check_model_section(section: ModelSection) -> None:
+    """Default model check: the preset exists and ``overrides`` are fields of ``pevl.models.config.PeVLConfig``.
+
+    Raises:
+        ConfigKeyError: Naming ``model.preset`` or the unknown ``model.overrides.<key>``.
+    """
+    presets = _optional_module("pevl.models.presets")
+    list_models = getattr(presets, "list_models", None)
+    if callable(list_models):
+        names = list(list_models())
+        if names and section.preset not in names:
+            hint = suggest(section.preset, names)
+            raise ConfigKeyError("model.preset", f"unknown model preset '{section.preset}'{hint}")
+    model_config = _optional_module("pevl.models.config")
+    config_type = getattr(model_config, "PeVLConfig", None)
+    if config_type is not None and dataclasses.is_dataclass(config_type):
+        check_keys(section.overrides, config_type, "model.overrides.")
+
+
+def check_data_section(section: DataSection) -> None:
+    """Default data check: ``options`` are valid for the dataset, per ``pevl.data.datasets.dataset_options``.
+
+    ``dataset_options(name)`` may return a dataclass type, a mapping of option names, or a collection of names.
+
+    Raises:
+        ConfigKeyError: Naming the unknown ``data.options.<key>``.
+    """
+    dataset_options = getattr(_optional_module("pevl.data.datasets"), "dataset_options", None)
+    allowed = dataset_options(section.dataset) if callable(dataset_options) else None
+    if allowed is None:
+        return
+    if isinstance(allowed, type) and dataclasses.is_dataclass(allowed):
+        check_keys(section.options, allowed, "data.options.")
+        return
+    names = [f"data.options.{name}" for name in allowed]
+    for key in section.options:
+        full = f"data.options.{key}"
+        if full not in names:
+            hint = (
+                suggest(full, names) or f" (options of '{section.dataset}': {', '.join(map(str, allowed)) or 'none'})"
+            )
+            raise ConfigKeyError(full, f"unknown config key '{full}'{hint}")
+
+
+ModelValidator = Callable[[ModelSection], None]
+DataValidator = Callable[[DataSection], None]
+
+
+def _build(
+    tree: Mapping[str, Any],
+    provenance: Mapping[str, str],
+    default_source: str | None,
+    validate_model: ModelValidator | None,
+    validate_data: DataValidator | None,
+) -> RunConfig:
+    try:
+        cfg = RunConfig.from_dict(tree)
+        for validate, section, key in ((validate_model, cfg.model, "model"), (validate_data, cfg.data, "data")):
+            try:
+                if validate is not None:
+                    validate(section)
+            except ConfigKeyError:
+                raise
+            except PevlError as err:  # a validator's own error: attribute it to whoever set the section
+                raise ConfigKeyError(key, str(err)) from None
+    except ConfigKeyError as err:
+        source = _source_of(err.key, provenance, default_source)
+        raise PevlError(f"{source}: {err}" if source else str(err)) from None
+    return cfg
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    validate_model: ModelValidator | None = check_model_section,
+    validate_data: DataValidator | None = check_data_section,
+) -> RunConfig:
+    """Read a YAML run config (with its ``_base_`` files) and apply ``--set`` overrides.
+
+    Args:
+        path: The YAML file; ``None`` starts from the defaults.
+        overrides: ``key=value`` strings applied in order; values are YAML (``optim.lr=1e-4``,
+            ``model.overrides.num_ucmr_blocks=2``, ``model.pretrained=null``).
+        validate_model: Checks the model section (preset name, ``overrides`` keys); ``None`` skips it.
+        validate_data: Checks the data section (``options`` keys for the dataset); ``None`` skips it.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        PevlError: One line naming the file or ``--set`` at fault: a missing file, bad YAML, an unknown key
+            (with the closest valid key) or a bad value.
+    """
+    tree: dict[str, Any] = {}
+    provenance: dict[str, str] = {}
+    default_source = None
+    if path is not None:
+        tree, provenance = _load_tree(Path(path).expanduser())
+        default_source = str(path)
+    for item in overrides:
+        tree = _apply_override(tree, provenance, item)
+    return _build(tree, provenance, default_source, validate_model, validate_data)
+
+
+def apply_overrides(
+    cfg: RunConfig,
+    overrides: Sequence[str],
+    *,
+    validate_model: ModelValidator | None = check_model_section,
+    validate_data: DataValidator | None = check_data_section,
+) -> RunConfig:
+    """Return ``cfg`` with ``key=value`` overrides applied (see :func:`load_config`)."""
+    tree = cfg.to_dict()
+    provenance: dict[str, str] = {}
+    for item in overrides:
+        tree = _apply_override(tree, provenance, item)
+    return _build(tree, provenance, None, validate_model, validate_data)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    """Write ``cfg`` as YAML, atomically (the work dir's ``config.yaml``)."""
+    path = Path(path)
+    with atomic_open(path, "w") as f:
+        f.write(cfg.to_yaml())
+    return path

@@ -1,0 +1,135 @@
+"""Optimiser over the trainable parameters and the warm-up + cosine learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from pevl.engine.config import OptimSection
+from pevl.errors import PevlError
+
+NO_DECAY_KEYWORDS = ("embed", "token", "logit_scale")
+
+
+def no_weight_decay(name: str, param: torch.Tensor, keywords: Sequence[str] = NO_DECAY_KEYWORDS) -> bool:
+    """Whether a parameter is exempt from weight decay.
+
+    Biases, norm scales and other 1-D parameters, embeddings (positional, temporal, joint), learnable tokens
+    (the V2P-R background token, class tokens) and logit scales are not decayed: shrinking them towards zero
+    has no regularising meaning.
+    """
+    lowered = name.lower()
+    return param.ndim <= 1 or any(k in lowered for k in keywords)
+
+
+def param_groups(
+    model: torch.nn.Module, weight_decay: float, keywords: Sequence[str] = NO_DECAY_KEYWORDS
+) -> list[dict[str, Any]]:
+    """Trainable parameters split into a decayed and a non-decayed group (empty groups left out)."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    decay_names: list[str] = []
+    no_decay_names: list[str] = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if no_weight_decay(name, param, keywords):
+            no_decay.append(param)
+            no_decay_names.append(name)
+        else:
+            decay.append(param)
+            decay_names.append(name)
+    groups = [
+        {"name": "decay", "params": decay, "weight_decay": weight_decay, "param_names": decay_names},
+        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "param_names": no_decay_names},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimSection) -> torch.optim.Optimizer:
+    """AdamW (or SGD) over the model's trainable parameters, without weight decay where it does not belong.
+
+    Args:
+        model: The model; frozen parameters (``requires_grad=False``, e.g. the CLIP backbone) are left out.
+        cfg: The optimiser section of the run config.
+
+    Returns:
+        The optimiser; its groups are named ``decay`` and ``no_decay``.
+
+    Raises:
+        PevlError: The model has no trainable parameter.
+    """
+    groups = param_groups(model, cfg.weight_decay)
+    if not groups:
+        raise PevlError("the model has no trainable parameters: nothing to optimise")
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.betas[0], weight_decay=cfg.weight_decay)
+    raise PevlError(f"unknown optimizer '{cfg.optimizer}' (choose adamw or sgd)")
+
+
+class WarmupCosineScheduler(torch.optim.lr_scheduler.LRScheduler):
+    """Linear warm-up to each group's base learning rate, then cosine decay to ``min_lr``; one step per update.
+
+    Optimiser step ``s`` (0-based) uses ``base * (s + 1) / warmup_steps`` during warm-up, then
+    ``min + (base - min) * (1 + cos(pi * p)) / 2`` with ``p = (s - warmup_steps) / (total_steps - warmup_steps)``,
+    clamped to ``[0, 1]``. ``min_lr`` is given for the configured peak ``lr``; groups with another base rate get
+    the same ratio. The schedule is a closed-form function of the step, so its state is just the step count.
+
+    Args:
+        optimizer: The optimiser.
+        total_steps: Optimiser steps of the whole run.
+        warmup_steps: Steps of linear warm-up.
+        min_lr_ratio: ``min_lr / lr``.
+        last_epoch: Index of the last step taken (-1 for a fresh run).
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        total_steps: int,
+        warmup_steps: int,
+        min_lr_ratio: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.total_steps = int(total_steps)
+        self.warmup_steps = max(0, min(int(warmup_steps), self.total_steps))
+        self.min_lr_ratio = float(min_lr_ratio)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rate at optimiser step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(max((step - self.warmup_steps) / span, 0.0), 1.0)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+
+    def get_lr(self) -> list[float]:  # noqa: D102 -- documented in the class
+        factor = self.lr_factor(max(self.last_epoch, 0))
+        return [float(base) * factor for base in self.base_lrs]
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSection, steps_per_epoch: int) -> WarmupCosineScheduler:
+    """The warm-up + cosine schedule of a run; call ``scheduler.step()`` after every ``optimizer.step()``.
+
+    Args:
+        optimizer: From :func:`build_optimizer`.
+        cfg: The optimiser section (epochs, warmup_epochs, lr, min_lr).
+        steps_per_epoch: Optimiser steps per epoch, i.e. batches per epoch / ``grad_accum_steps`` rounded up.
+
+    Returns:
+        The scheduler; it has already set the learning rate of the first step.
+    """
+    if steps_per_epoch < 1:
+        raise PevlError(f"an epoch must have at least one optimiser step, got {steps_per_epoch} (dataset too small?)")
+    total = cfg.epochs * steps_per_epoch
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    return WarmupCosineScheduler(optimizer, total, warmup, min_lr_ratio=cfg.min_lr / cfg.lr)

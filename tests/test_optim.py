@@ -1,0 +1,138 @@
+"""Optimiser groups (no decay on norms, biases, embeddings, tokens, logit scales) and the warm-up + cosine schedule."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pevl.engine.config import OptimSection
+from pevl.engine.optim import build_optimizer, build_scheduler
+from pevl.errors import PevlError
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.norm = nn.LayerNorm(4)
+        self.positional_embedding = nn.Parameter(torch.zeros(5, 4))
+        self.temporal_embed = nn.Parameter(torch.zeros(3, 4))
+        self.background_token = nn.Parameter(torch.zeros(1, 1, 4))
+        self.logit_scale = nn.Parameter(torch.tensor(2.0))
+        self.adapter_fc = nn.Parameter(torch.zeros(2, 4))
+        self.frozen = nn.Linear(4, 4)
+        self.frozen.requires_grad_(False)
+
+
+def group_names(optimizer: torch.optim.Optimizer) -> dict[str, set[str]]:
+    return {g["name"]: set(g["param_names"]) for g in optimizer.param_groups}
+
+
+def test_weight_decay_only_on_matrices_that_are_not_embeddings_or_tokens():
+    optimizer = build_optimizer(Toy(), OptimSection(lr=1e-3, weight_decay=0.1))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    groups = group_names(optimizer)
+    assert groups["decay"] == {"proj.weight", "adapter_fc"}
+    assert groups["no_decay"] == {
+        "proj.bias",
+        "norm.weight",
+        "norm.bias",
+        "positional_embedding",
+        "temporal_embed",
+        "background_token",
+        "logit_scale",
+    }
+    decays = {g["name"]: g["weight_decay"] for g in optimizer.param_groups}
+    assert decays == {"decay": 0.1, "no_decay": 0.0}
+
+
+def test_frozen_parameters_are_not_optimised():
+    model = Toy()
+    optimizer = build_optimizer(model, OptimSection())
+    optimised = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert id(model.frozen.weight) not in optimised and id(model.frozen.bias) not in optimised
+    assert len(optimised) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_hyper_parameters_come_from_the_config():
+    optimizer = build_optimizer(Toy(), OptimSection(lr=0.02, betas=(0.8, 0.95), warmup_epochs=0))
+    for group in optimizer.param_groups:
+        assert group["lr"] == 0.02 and group["betas"] == (0.8, 0.95)
+    sgd = build_optimizer(Toy(), OptimSection(optimizer="sgd", lr=0.1, betas=(0.9, 0.999)))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+
+
+def test_a_fully_frozen_model_is_an_error():
+    model = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(PevlError, match="no trainable parameters"):
+        build_optimizer(model, OptimSection())
+
+
+def lr_trace(cfg: OptimSection, steps_per_epoch: int, steps: int) -> list[float]:
+    optimizer = build_optimizer(nn.Linear(2, 2), cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    trace = []
+    for _ in range(steps):
+        trace.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return trace
+
+
+def test_linear_warmup_then_cosine_to_min_lr():
+    # 3 epochs x 4 steps = 12 steps, 4 of warm-up, lr 1.0 decaying to 0.1.
+    trace = lr_trace(OptimSection(lr=1.0, min_lr=0.1, epochs=3, warmup_epochs=1), steps_per_epoch=4, steps=13)
+    assert trace[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert trace[4] == pytest.approx(1.0)  # cosine starts at the peak
+    assert trace[6] == pytest.approx(0.868198, abs=1e-6)  # progress 1/4: 0.1 + 0.9 * (1 + cos(pi/4)) / 2
+    assert trace[8] == pytest.approx(0.55)  # progress 1/2
+    assert trace[12] == pytest.approx(0.1)  # the end of the schedule
+    assert all(a >= b for a, b in zip(trace[4:], trace[5:], strict=False))
+
+
+def test_fractional_and_zero_warmup():
+    half = lr_trace(OptimSection(lr=1.0, epochs=2, warmup_epochs=0.5), steps_per_epoch=4, steps=4)
+    assert half == pytest.approx([0.5, 1.0, 1.0, (1 + math.cos(math.pi / 6)) / 2])  # 2 warm-up steps of 8
+    none = lr_trace(OptimSection(lr=1.0, epochs=1, warmup_epochs=0), steps_per_epoch=4, steps=1)
+    assert none == [1.0]
+
+
+def test_every_group_follows_the_schedule():
+    optimizer = build_optimizer(Toy(), OptimSection(lr=1.0, epochs=2, warmup_epochs=1))
+    scheduler = build_scheduler(optimizer, OptimSection(lr=1.0, epochs=2, warmup_epochs=1), steps_per_epoch=2)
+    optimizer.step()
+    scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == [1.0, 1.0]
+
+
+def test_scheduler_state_round_trips_through_json():
+    cfg = OptimSection(lr=1.0, min_lr=0.0, epochs=4, warmup_epochs=1)
+    optimizer = build_optimizer(nn.Linear(2, 2), cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=5)
+    for _ in range(7):
+        optimizer.step()
+        scheduler.step()
+    state = json.loads(json.dumps(scheduler.state_dict()))
+    optimizer_state = optimizer.state_dict()
+
+    fresh_optimizer = build_optimizer(nn.Linear(2, 2), cfg)
+    fresh = build_scheduler(fresh_optimizer, cfg, steps_per_epoch=5)
+    fresh_optimizer.load_state_dict(optimizer_state)
+    fresh.load_state_dict(state)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+        fresh_optimizer.step()
+        fresh.step()
+        assert fresh_optimizer.param_groups[0]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"])
+    assert fresh.last_epoch == 10
+
+
+def test_an_epoch_without_steps_is_an_error():
+    optimizer = build_optimizer(nn.Linear(2, 2), OptimSection())
+    with pytest.raises(PevlError, match="at least one optimiser step"):
+        build_scheduler(optimizer, OptimSection(), steps_per_epoch=0)
