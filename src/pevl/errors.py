@@ -23,3 +23,13 @@ def file_error(path: str | Path, problem: str) -> PevlError:
         The error, ready to raise.
     """
     return PevlError(f"{path}: {problem}")
+
+
+_BOILERPLATE = ("weights only load failed", "please file an issue", "check the documentation", "re-running")
+
+
+def first_line(err: BaseException) -> str:
+    """The informative line of an error message (``torch.load`` wraps the cause in paragraphs of advice)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.lower().startswith(_BOILERPLATE)]
+    return (useful or lines or [type(err).__name__])[0]
