@@ -35,7 +35,7 @@ def test_no_file_gives_the_documented_defaults():
     cfg = load_config(None)
     assert cfg == RunConfig()
     assert cfg.model.preset == "pevl_tiny"
-    assert cfg.data.batch_size == 8 and cfg.data.num_pose_frames == 32
+    assert cfg.data.batch_size == 8 and cfg.data.num_pose_frames is None  # None: the preset decides
     assert cfg.optim.lr == 3e-4 and cfg.optim.betas == (0.9, 0.98)
     assert cfg.train.keep_last == 2 and cfg.train.amp == "auto"
 
@@ -64,7 +64,7 @@ def test_yaml_12_numbers_and_booleans(tmp_path):
 
 def test_base_files_are_deep_merged_in_order(tmp_path):
     write(tmp_path / "_base_" / "schedule.yaml", "optim:\n  lr: 0.1\n  epochs: 5\n  warmup_epochs: 1\n")
-    write(tmp_path / "_base_" / "data.yaml", "data:\n  dataset: finegym\n  batch_size: 16\noptim:\n  epochs: 7\n")
+    write(tmp_path / "_base_" / "data.yaml", "data:\n  dataset: gym99\n  batch_size: 16\noptim:\n  epochs: 7\n")
     path = write(
         tmp_path / "exp" / "run.yaml",
         "_base_: [../_base_/schedule.yaml, ../_base_/data.yaml]\noptim:\n  lr: 0.01\ndata:\n  num_workers: 0\n",
@@ -73,7 +73,7 @@ def test_base_files_are_deep_merged_in_order(tmp_path):
     assert cfg.optim.lr == 0.01  # the file itself wins
     assert cfg.optim.epochs == 7  # later base wins over earlier base
     assert cfg.optim.warmup_epochs == 1.0  # untouched keys of a base survive
-    assert (cfg.data.dataset, cfg.data.batch_size, cfg.data.num_workers) == ("finegym", 16, 0)
+    assert (cfg.data.dataset, cfg.data.batch_size, cfg.data.num_workers) == ("gym99", 16, 0)
 
 
 def test_nested_base_chain_and_delete(tmp_path):
@@ -268,12 +268,12 @@ def test_custom_model_validator_plugs_in(tmp_path):
 
 def test_dataset_options_are_checked_by_the_data_layer(monkeypatch, tmp_path):
     def dataset_options(name: str) -> list[str]:
-        return {"finegym": ["subset", "min_frames"]}.get(name, [])
+        return {"gym99": ["subset", "min_frames"]}.get(name, [])
 
     monkeypatch.setattr(pevl.data.datasets, "dataset_options", dataset_options, raising=False)
-    ok = load_config(None, ["data.dataset=finegym", "data.options.subset=gym288"])
+    ok = load_config(None, ["data.dataset=gym99", "data.options.subset=gym288"])
     assert ok.data.options == {"subset": "gym288"}
-    path = write(tmp_path / "run.yaml", "data:\n  dataset: finegym\n  options: {subsett: gym99}\n")
+    path = write(tmp_path / "run.yaml", "data:\n  dataset: gym99\n  options: {subsett: gym99}\n")
     with pytest.raises(PevlError) as err:
         load_config(path)
     assert str(err.value) == (

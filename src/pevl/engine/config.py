@@ -67,7 +67,7 @@ class ModelSection:
     section_name: ClassVar[str] = "model"
 
     preset: str = "pevl_tiny"  # a named preset of pevl.models.presets (pevl_vit_b16, vl_vit_b16, pevl_tiny, ...)
-    pretrained: str | None = None  # CLIP weights (OpenAI .pt, open_clip/timm state dict) or a pevl checkpoint
+    pretrained: str | None = None  # CLIP weights: OpenAI .pt, open_clip .bin/.safetensors, or "ViT-B/16" (downloaded)
     overrides: dict[str, Any] = field(default_factory=dict)  # PeVLConfig fields changed from the preset
 
     def __post_init__(self) -> None:
@@ -88,9 +88,9 @@ class DataSection:
     test_split: str | None = None  # split of `pevl eval`; None = val_split
     pose_file: str | None = None  # dataset-provided poses (PYSKL pickle); None = extract and cache
     pose_cache_dir: str | None = None  # where extracted poses are cached; None = <work_dir>/poses
-    num_video_frames: int = 8  # T_v, "Video (L)": RGB frames per clip
-    num_pose_frames: int = 32  # T_p, "Video (H)": pose frames per clip (a multiple of T_v)
-    image_size: int = 224  # side of the square crop fed to the video encoder
+    num_video_frames: int | None = None  # T_v, "Video (L)": RGB frames per clip; None = the preset's (8 for ViT)
+    num_pose_frames: int | None = None  # T_p, "Video (H)": pose frames per clip (a multiple of T_v); None = preset's
+    image_size: int | None = None  # side of the square crop fed to the video encoder; None = the CLIP input size
     batch_size: int = 8  # clips per process (the global batch is batch_size x world size x grad_accum_steps)
     num_workers: int = 2  # DataLoader worker processes per training process
     test_clips: int = 1  # temporal views per video at test time (scores averaged with test_crops)
@@ -101,7 +101,8 @@ class DataSection:
         _coerce_fields(self)
         _require(bool(self.dataset), "data.dataset", "a dataset name", self.dataset)
         for name in ("num_video_frames", "num_pose_frames", "image_size", "batch_size", "test_clips", "test_crops"):
-            _require(getattr(self, name) >= 1, f"data.{name}", ">= 1", getattr(self, name))
+            value = getattr(self, name)
+            _require(value is None or value >= 1, f"data.{name}", ">= 1", value)
         _require(self.num_workers >= 0, "data.num_workers", ">= 0", self.num_workers)
 
 
@@ -155,12 +156,13 @@ class TrainSection:
     log_interval: int = 10  # log training metrics every N optimiser steps
     tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
     max_steps: int | None = None  # stop after this many optimiser steps (smoke runs); None = all epochs
+    save_every_steps: int = 0  # also checkpoint every N optimiser steps inside an epoch (0 = at epoch ends only)
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
         _require(self.seed >= 0, "train.seed", ">= 0", self.seed)
         _require(self.amp in AMP_MODES, "train.amp", f"one of {AMP_MODES}", self.amp)
-        for name in ("eval_interval", "save_interval", "keep_last"):
+        for name in ("eval_interval", "save_interval", "keep_last", "save_every_steps"):
             _require(getattr(self, name) >= 0, f"train.{name}", ">= 0", getattr(self, name))
         _require(self.log_interval >= 1, "train.log_interval", ">= 1", self.log_interval)
         if self.max_steps is not None:

@@ -1,0 +1,360 @@
+"""The common dataset: records (video + label), a pose source, and the sampling/decoding/transform pipeline.
+
+Every dataset of the paper becomes a list of :class:`VideoRecord` plus the class texts; :class:`ActionDataset`
+does the rest. An item is ``{"video": [V, T_v, 3, S, S], "pose": [V, T_p, 17, 3], "label", "index"}`` with
+``V`` views: 1 when training, ``num_clips x num_crops`` at test time (pose-only: ``num_clips``).
+
+Poses come from a PYSKL pickle (:class:`PicklePoses`, looked up by ``frame_dir``, falling back to the file
+stem) or from the cache ``pevl extract-poses`` fills (:class:`CachePoses`). With several persons the dataset
+keeps the *main person*: the one with the highest mean keypoint score over the clip.
+
+Randomness is reproducible: item ``i`` of epoch ``e`` draws from a generator seeded with ``(seed, e, i)``, so a
+resumed training run sees exactly the samples an uninterrupted one would (call :meth:`ActionDataset.set_epoch`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pevl.data.pose.layouts import to_coco17
+from pevl.data.pose.pyskl import load_pyskl, main_person
+from pevl.errors import PevlError, file_error
+
+
+@dataclass
+class VideoRecord:
+    """One sample of a dataset.
+
+    Attributes:
+        name: Identifier of the sample (e.g. the video's path relative to the root, without extension).
+        label: Class index (-1 when unknown).
+        video: The video file, if any.
+        frames_dir: A folder of extracted frames (MMAction2 "rawframes"), used instead of ``video``.
+        num_frames: Frame count when the list file gives it (rawframes).
+        window: ``(start, end)`` frame range inside ``video`` (end exclusive), e.g. a FineGym element inside
+            its event clip.
+        window_sec: Like ``window`` but in seconds; turned into frames with the video's frame rate.
+        keys: Names to look the poses up by, in order (``frame_dir`` of a pickle).
+    """
+
+    name: str
+    label: int
+    video: Path | None = None
+    frames_dir: Path | None = None
+    num_frames: int | None = None
+    window: tuple[int, int] | None = None
+    window_sec: tuple[float, float] | None = None
+    keys: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def lookup_keys(self) -> tuple[str, ...]:
+        """Pose lookup keys: the explicit ones, then the name and its stem."""
+        extra = (self.name, Path(self.name).name, Path(self.name).stem)
+        return tuple(dict.fromkeys(k for k in (*self.keys, *extra) if k))
+
+
+@dataclass
+class PoseClip:
+    """A record's poses: the main person in pixels of ``img_shape``."""
+
+    keypoint: np.ndarray  # [T, 17, 2]
+    score: np.ndarray  # [T, 17]
+    img_shape: tuple[int, int]
+
+
+class PoseSource(ABC):
+    """Where a dataset's poses come from."""
+
+    description: str = ""
+
+    @abstractmethod
+    def has(self, record: VideoRecord) -> bool:
+        """Whether poses exist for ``record`` (cheap)."""
+
+    @abstractmethod
+    def get(self, record: VideoRecord) -> PoseClip:
+        """The poses of ``record`` (raises :class:`PevlError` when absent)."""
+
+    def check(self, records: Sequence[VideoRecord]) -> None:
+        """Raise one error naming the first record without poses, if any."""
+        missing = [r for r in records if not self.has(r)]
+        if missing:
+            raise PevlError(
+                f"{self.description} lacks poses for {len(missing)} of {len(records)} videos "
+                f"(first: {missing[0].name}); run `pevl extract-poses` or pass the right pose file"
+            )
+
+
+def _main_person_coco(keypoint: np.ndarray, score: np.ndarray, layout: str | None) -> tuple[np.ndarray, np.ndarray]:
+    if keypoint.shape[-2] != 17:
+        if layout is None:
+            raise PevlError(f"poses have {keypoint.shape[-2]} joints, not COCO-17: set pose_layout (e.g. 'jhmdb15')")
+        keypoint, score = to_coco17(keypoint, score, layout)
+    return main_person(keypoint, score)
+
+
+class PicklePoses(PoseSource):
+    """Poses from a PYSKL skeleton pickle, looked up by ``frame_dir`` and then by the file stem.
+
+    Args:
+        path: The pickle.
+        layout: Joint layout of the pickle when it is not COCO-17 (see :mod:`pevl.data.pose.layouts`).
+    """
+
+    def __init__(self, path: str | Path, layout: str | None = None) -> None:
+        self.path = Path(path)
+        self.layout = layout
+        self.description = f"pose file {self.path}"
+        data = load_pyskl(self.path)
+        self.split = data["split"]
+        self.by_key: dict[str, dict] = {}
+        stems: dict[str, list[dict]] = {}
+        for ann in data["annotations"]:
+            self.by_key[ann["frame_dir"]] = ann
+            stems.setdefault(Path(ann["frame_dir"]).name, []).append(ann)
+        for stem, anns in stems.items():  # a stem is only a key when it is unambiguous
+            if len(anns) == 1:
+                self.by_key.setdefault(stem, anns[0])
+
+    @property
+    def annotations(self) -> list[dict]:
+        """Every annotation of the file (unique by ``frame_dir``)."""
+        return list({id(a): a for a in self.by_key.values()}.values())
+
+    def _find(self, record: VideoRecord) -> dict | None:
+        for key in record.lookup_keys:
+            ann = self.by_key.get(key)
+            if ann is not None:
+                return ann
+        return None
+
+    def has(self, record: VideoRecord) -> bool:  # noqa: D102
+        return self._find(record) is not None
+
+    def get(self, record: VideoRecord) -> PoseClip:  # noqa: D102
+        ann = self._find(record)
+        if ann is None:
+            raise file_error(self.path, f"no poses for {record.name}")
+        keypoint, score = _main_person_coco(ann["keypoint"], ann["keypoint_score"], self.layout)
+        return PoseClip(keypoint, score, ann["img_shape"])
+
+
+class CachePoses(PoseSource):
+    """Poses from the ``pevl extract-poses`` cache, per video file (sliced to the record's window).
+
+    Args:
+        cache_dir: The cache root (the default cache when ``None``).
+        backend: Backend tag the poses were extracted with.
+    """
+
+    def __init__(self, cache_dir: str | Path | None = None, backend: str = "mediapipe") -> None:
+        from pevl.data.pose.cache import PoseCache
+
+        self.cache = PoseCache(cache_dir, backend=backend)
+        self.description = f"the pose cache {self.cache.root} ({backend})"
+
+    def has(self, record: VideoRecord) -> bool:  # noqa: D102
+        if record.video is None:
+            return False
+        path = self.cache.path_for(record.video)
+        return path is not None and path.is_file()
+
+    def get(self, record: VideoRecord) -> PoseClip:  # noqa: D102
+        seq = self.cache.get(record.video) if record.video is not None else None
+        if seq is None:
+            raise PevlError(f"{record.video}: no cached poses in {self.cache.root}; run `pevl extract-poses` first")
+        keypoint, score = main_person(seq.keypoint, seq.keypoint_score)
+        return PoseClip(keypoint, score, seq.img_shape)
+
+
+def read_rawframes(
+    folder: Path, indices: Sequence[int], template: str = "img_{:05d}.jpg", start: int = 1
+) -> np.ndarray:
+    """Read extracted frames (MMAction2 rawframes) with Pillow.
+
+    Args:
+        folder: The frame folder.
+        indices: 0-based frame indices.
+        template: File name pattern, formatted with the 1-based (``start``-based) frame number.
+        start: Number of the first frame file.
+
+    Returns:
+        ``[len(indices), H, W, 3]`` RGB uint8.
+    """
+    from PIL import Image
+
+    cache: dict[int, np.ndarray] = {}
+    out = []
+    for index in indices:
+        if index not in cache:
+            path = folder / template.format(int(index) + start)
+            try:
+                with Image.open(path) as image:
+                    cache[index] = np.asarray(image.convert("RGB"))
+            except OSError as err:
+                raise file_error(path, f"cannot read the frame ({err.__class__.__name__})") from None
+        out.append(cache[index])
+    return np.stack(out)
+
+
+class ActionDataset(Dataset):
+    """Records + pose source + the video/pose pipeline (the common base of every dataset).
+
+    Attributes:
+        classes: Label texts (human-readable) that become the text prompts.
+        coarse: Coarse action type per class (e.g. ``"vault"``, ``"diving"``) for the Table-4 prompt, or ``None``.
+        records: The samples.
+        name: Dataset name.
+    """
+
+    def __init__(
+        self,
+        records: list[VideoRecord],
+        classes: list[str],
+        coarse: list[str] | None = None,
+        *,
+        name: str = "dataset",
+        train: bool = False,
+        num_video_frames: int = 8,
+        num_pose_frames: int = 32,
+        image_size: int = 224,
+        num_clips: int = 1,
+        num_crops: int = 1,
+        use_video: bool = True,
+        use_pose: bool = True,
+        poses: PoseSource | None = None,
+        seed: int = 0,
+        rawframe_template: str = "img_{:05d}.jpg",
+        rawframe_start: int = 1,
+    ) -> None:
+        from pevl.data.transforms import ClipTransform, PoseTransform
+
+        if not use_video and not use_pose:
+            raise PevlError("a dataset needs use_video, use_pose or both")
+        if use_pose and poses is None:
+            raise PevlError(f"dataset {name}: use_pose is set but there is no pose source")
+        if use_video and any(r.video is None and r.frames_dir is None for r in records):
+            raise PevlError(f"dataset {name} has no videos: set use_video=False for a pose-only model")
+        if coarse is not None and len(coarse) != len(classes):
+            raise PevlError(f"dataset {name}: {len(coarse)} coarse types for {len(classes)} classes")
+        self.records = records
+        self.classes = list(classes)
+        self.coarse = list(coarse) if coarse is not None else None
+        self.name = name
+        self.train = train
+        self.num_video_frames = num_video_frames
+        self.num_pose_frames = num_pose_frames
+        self.num_clips = num_clips
+        self.num_crops = 1 if train else num_crops
+        self.use_video = use_video
+        self.use_pose = use_pose
+        self.poses = poses
+        self.seed = seed
+        self.epoch = 0
+        self.rawframe_template = rawframe_template
+        self.rawframe_start = rawframe_start
+        self.clip_transform = ClipTransform(image_size=image_size, train=train, crops=self.num_crops)
+        self.pose_transform = PoseTransform(train=train)
+        self._video_info: dict[int, tuple[int, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> list[int]:
+        """Class index of every record."""
+        return [r.label for r in self.records]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws the next items use."""
+        self.epoch = int(epoch)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The random generator of item ``index`` in the current epoch."""
+        return np.random.default_rng([int(self.seed), int(self.epoch), int(index)])
+
+    def _video_frames(self, index: int, record: VideoRecord) -> tuple[int, int, int]:
+        """``(first frame, frame count, frames in the whole file)`` of the record in its video or frame folder."""
+        if record.frames_dir is not None and record.num_frames is not None:
+            return 0, record.num_frames, record.num_frames
+        if record.frames_dir is not None:
+            if not record.frames_dir.is_dir():
+                raise file_error(record.frames_dir, "no such frame folder")
+            count = sum(1 for p in record.frames_dir.iterdir() if p.is_file())
+            return 0, count, count
+        if index not in self._video_info:
+            from pevl.data.video import probe_video
+
+            info = probe_video(record.video)  # type: ignore[arg-type]
+            self._video_info[index] = (info.num_frames, info.fps)
+        total, fps = self._video_info[index]
+        start, end = 0, total
+        if record.window is not None:
+            start, end = record.window
+        elif record.window_sec is not None:
+            if fps <= 0:
+                raise file_error(record.video, "has no frame rate to locate the annotated time window")  # type: ignore[arg-type]
+            start, end = int(np.floor(record.window_sec[0] * fps)), int(np.ceil(record.window_sec[1] * fps))
+        start = max(0, min(start, total - 1))
+        end = max(start + 1, min(end, total))
+        return start, end - start, total
+
+    def _read(self, record: VideoRecord, indices: np.ndarray) -> np.ndarray:
+        if record.frames_dir is not None:
+            return read_rawframes(record.frames_dir, indices, self.rawframe_template, self.rawframe_start)
+        from pevl.data.video import read_frames
+
+        return read_frames(record.video, indices.tolist())  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from pevl.data.sampling import sample_clip_indices
+
+        record = self.records[index]
+        rng = self.rng(index)
+        pose = self.poses.get(record) if self.use_pose else None  # type: ignore[union-attr]
+        per_file = isinstance(self.poses, CachePoses)  # cached poses cover the whole video file
+        windowed = record.window is not None or record.window_sec is not None
+        if self.use_video or (pose is not None and per_file and windowed):
+            start, count, total = self._video_frames(index, record)
+        else:
+            start, count = 0, pose.keypoint.shape[0]  # type: ignore[union-attr]
+            total = count
+        clips = sample_clip_indices(count, self.num_pose_frames, self.num_video_frames, self.train, self.num_clips, rng)
+        if pose is not None:
+            # Pose frames follow the video's time axis even when their counts differ slightly.
+            pose_total = pose.keypoint.shape[0]
+            frame = clips.pose + start if per_file else clips.pose
+            pose_index = np.minimum(frame * pose_total // (total if per_file else count), pose_total - 1)
+        videos, poses = [], []
+        for c in range(self.num_clips):
+            kp = sc = None
+            if pose is not None:
+                kp, sc = pose.keypoint[pose_index[c]], pose.score[pose_index[c]]
+            if self.use_video:
+                frames = self._read(record, clips.video[c] + start)
+                img_shape = pose.img_shape if pose is not None else frames.shape[1:3]
+                out = self.clip_transform(frames, kp, sc, img_shape, rng)
+                videos.append(out["video"])
+                if pose is not None:
+                    poses.append(out["pose"])
+            else:
+                poses.append(self.pose_transform(kp, sc, pose.img_shape, rng))  # type: ignore[arg-type, union-attr]
+        item: dict[str, Any] = {"label": int(record.label), "index": int(index)}
+        if videos:
+            item["video"] = torch.cat(videos)
+        if poses:
+            item["pose"] = torch.cat(poses)
+        return item
