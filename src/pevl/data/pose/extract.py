@@ -1,0 +1,388 @@
+"""Batch pose extraction into a PYSKL skeleton pickle: the library behind ``pevl extract-poses``.
+
+Input is a video, a folder (searched recursively for videos) or an MMAction2 video list (``path [label]`` per
+line). Each video's poses go to the per-video cache (:class:`~pevl.data.pose.cache.PoseCache`) as soon as they
+are done, so an interrupted run resumes where it stopped; a video that cannot be read is reported by name and
+skipped. The pickle is written once, atomically, at the end.
+
+Worker processes each own one extractor (models are not shared across processes); the main process writes the
+cache and the pickle.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pevl.data.pose.base import PoseExtractor, PoseSequence, cache_tag, create_extractor, extract_video
+from pevl.data.pose.cache import PoseCache
+from pevl.data.video import VIDEO_EXTENSIONS
+from pevl.errors import PevlError, file_error
+
+LIST_EXTENSIONS: tuple[str, ...] = (".txt", ".lst", ".list")
+"""Files with these extensions are read as video lists; any other file is taken to be a video."""
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One video to process.
+
+    Attributes:
+        path: The video file.
+        frame_dir: Its identifier in the pickle (relative path without extension, or the stem).
+        label: Class index, -1 when unlabelled.
+    """
+
+    path: Path
+    frame_dir: str
+    label: int = -1
+
+
+@dataclass
+class ExtractSummary:
+    """What :func:`extract_poses` did.
+
+    Attributes:
+        out: The pickle written.
+        total: Videos in the input.
+        extracted: Videos whose poses were estimated in this run.
+        cached: Videos taken from the cache (done by an earlier run).
+        failed: ``(video path, problem)`` for every video that was skipped.
+        frames: Frames processed in this run.
+        seconds: Wall time of the run.
+    """
+
+    out: Path
+    total: int
+    extracted: int = 0
+    cached: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def written(self) -> int:
+        """Annotations in the pickle."""
+        return self.extracted + self.cached
+
+    def format(self) -> str:
+        """A short human-readable report."""
+        rate = f" ({self.frames / self.seconds:.1f} frames/s)" if self.seconds > 0 and self.frames else ""
+        lines = [
+            f"{self.written}/{self.total} videos written to {self.out}: {self.extracted} extracted, "
+            f"{self.cached} from cache, {len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s{rate}"
+        ]
+        lines += [f"  failed: {problem}" for _, problem in self.failed]
+        return "\n".join(lines)
+
+
+def _frame_dir(relative: Path) -> str:
+    return relative.with_suffix("").as_posix()
+
+
+def _scan_folder(folder: Path) -> list[VideoItem]:
+    videos = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+    )
+    return [VideoItem(path=p, frame_dir=_frame_dir(p.relative_to(folder))) for p in videos]
+
+
+def read_video_list(path: str | Path, root: str | Path | None = None) -> list[VideoItem]:
+    """Read an MMAction2 video list: one ``path [label]`` per line.
+
+    Blank lines and lines starting with ``#`` are skipped; with more than two fields (``path num_frames
+    label``) the last is the label. Paths may not contain spaces. ``frame_dir`` is the video's stem, or the
+    path as written without extension when two stems collide.
+
+    Args:
+        path: The list file.
+        root: Folder that relative paths are relative to (the list file's folder when ``None``).
+
+    Returns:
+        The videos, in list order.
+
+    Raises:
+        PevlError: Missing file, or a label that is not an integer (naming the line).
+    """
+    path = Path(path)
+    base = Path(root) if root is not None else path.parent
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise file_error(path, f"cannot read the video list ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise file_error(path, "not a text video list (not UTF-8)") from None
+    entries: list[tuple[str, int]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        label = -1
+        if len(fields) > 1:
+            try:
+                label = int(fields[-1])
+            except ValueError:
+                raise file_error(path, f"line {number}: label {fields[-1]!r} is not an integer") from None
+        entries.append((fields[0], label))
+    stems = [Path(written).stem for written, _ in entries]
+    unique_stems = len(set(stems)) == len(stems)
+    items = []
+    for (written, label), stem in zip(entries, stems, strict=True):
+        video = Path(written)
+        items.append(
+            VideoItem(
+                path=video if video.is_absolute() else base / video,
+                frame_dir=stem if unique_stems else _frame_dir(video),
+                label=label,
+            )
+        )
+    return items
+
+
+def collect_videos(
+    inputs: str | Path | Sequence[str | Path], root: str | Path | None = None
+) -> tuple[list[VideoItem], dict[str, list[str]]]:
+    """Resolve inputs (videos, folders, video lists) into the videos to process.
+
+    Args:
+        inputs: One input or several. A folder is searched recursively (``frame_dir`` = relative path without
+            extension); a ``.txt``/``.lst``/``.list`` file is a video list (see :func:`read_video_list`); any
+            other file is a video (``frame_dir`` = its stem).
+        root: Folder for the relative paths of video lists.
+
+    Returns:
+        ``(videos, split)``: ``split`` maps each video list's stem to its ``frame_dir`` values.
+
+    Raises:
+        PevlError: An input does not exist, or two videos would get the same ``frame_dir``.
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    items: list[VideoItem] = []
+    split: dict[str, list[str]] = {}
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_dir():
+            items += _scan_folder(path)
+        elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
+            listed = read_video_list(path, root=root)
+            split.setdefault(path.stem, []).extend(item.frame_dir for item in listed)
+            items += listed
+        elif path.is_file():
+            items.append(VideoItem(path=path, frame_dir=path.stem))
+        else:
+            raise file_error(path, "no such file or folder")
+    seen: dict[str, Path] = {}
+    unique: list[VideoItem] = []
+    for item in items:
+        if item.frame_dir in seen:
+            if seen[item.frame_dir].resolve() == item.path.resolve():
+                continue  # the same video given twice
+            raise file_error(item.path, f"frame_dir {item.frame_dir!r} is also used by {seen[item.frame_dir]}")
+        seen[item.frame_dir] = item.path
+        unique.append(item)
+    return unique, split
+
+
+# --- worker side --------------------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(backend: str, backend_kwargs: dict[str, Any]) -> None:
+    try:
+        _WORKER["extractor"] = create_extractor(backend, **backend_kwargs)
+    except Exception as err:  # reported to the main process with the first video
+        _WORKER["error"] = str(err) if isinstance(err, PevlError) else f"{type(err).__name__}: {err}"
+
+
+def _extract_in_worker(path: Path, max_persons: int) -> tuple[str, Any]:
+    if "error" in _WORKER:
+        return "init_error", _WORKER["error"]
+    return _extract_one(_WORKER["extractor"], path, max_persons)
+
+
+def _extract_one(extractor: PoseExtractor, path: Path, max_persons: int) -> tuple[str, Any]:
+    """``("ok", PoseSequence)`` or ``("error", one-line message naming the video)``; never raises for a video."""
+    try:
+        return "ok", extract_video(path, extractor, max_persons=max_persons)
+    except PevlError as err:
+        return "error", str(err)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # any other failure on one video must not stop the batch
+        return "error", f"{path}: {type(err).__name__}: {err}"
+
+
+# --- main side ----------------------------------------------------------------------------------------------
+
+
+def extract_poses(
+    inputs: str | Path | Sequence[str | Path],
+    out: str | Path,
+    backend: str = "mediapipe",
+    workers: int = 1,
+    cache_dir: str | Path | None = None,
+    labels: Mapping[str, int] | None = None,
+    max_persons: int = 1,
+    root: str | Path | None = None,
+    progress: bool = True,
+    backend_kwargs: Mapping[str, Any] | None = None,
+) -> ExtractSummary:
+    """Estimate the poses of many videos and write them as one PYSKL skeleton pickle.
+
+    Args:
+        inputs: A video, a folder, a video list, or several of them (see :func:`collect_videos`).
+        out: Destination ``.pkl`` (written atomically at the end).
+        backend: Pose backend (``"mediapipe"`` or ``"rtmlib"``).
+        workers: Worker processes, each with its own extractor (1 = in this process).
+        cache_dir: Pose cache root (:func:`~pevl.data.pose.cache.default_cache_dir` when ``None``).
+        labels: ``frame_dir`` -> class index, for videos whose list line gives no label.
+        max_persons: Person tracks kept per video (BlazePose always gives one).
+        root: Folder for the relative paths of video lists.
+        progress: Show a progress bar (on stderr).
+        backend_kwargs: Constructor arguments of the backend (e.g. ``{"mode": "lightweight"}`` for rtmlib).
+
+    Returns:
+        The :class:`ExtractSummary`.
+
+    Raises:
+        PevlError: Bad input (nothing found, duplicate names), the backend is unavailable, or no video at all
+            could be read. Individual bad videos are reported in the summary instead.
+    """
+    from tqdm import tqdm
+
+    from pevl.data.pose.pyskl import save_pyskl
+
+    if workers < 1 or max_persons < 1:
+        raise PevlError(f"workers and max_persons must be at least 1 (got {workers} and {max_persons})")
+    start = time.perf_counter()
+    out = Path(out)
+    kwargs = dict(backend_kwargs or {})
+    items, split = collect_videos(inputs, root=root)
+    if not items:
+        raise PevlError(f"{', '.join(map(str, [inputs] if isinstance(inputs, (str, Path)) else inputs))}: no videos")
+    if labels:
+        items = [
+            VideoItem(it.path, it.frame_dir, labels.get(it.frame_dir, it.label)) if it.label < 0 else it for it in items
+        ]
+    cache = PoseCache(cache_dir, backend=cache_tag(backend, max_persons=max_persons, **kwargs))
+    summary = ExtractSummary(out=out, total=len(items))
+    results: dict[int, PoseSequence] = {}
+    todo: list[int] = []
+    for i, item in enumerate(items):
+        seq = cache.get(item.path)
+        if seq is not None:
+            results[i] = seq
+            summary.cached += 1
+        else:
+            todo.append(i)
+
+    bar = tqdm(total=len(items), initial=summary.cached, unit="video", desc="extract-poses", disable=not progress)
+
+    def finish(i: int, status: str, payload: Any) -> None:
+        if status == "ok":
+            cache.put(items[i].path, payload)
+            results[i] = payload
+            summary.extracted += 1
+            summary.frames += payload.num_frames
+        else:
+            summary.failed.append((str(items[i].path), payload))
+            if progress:
+                bar.write(f"skipped {payload}", file=sys.stderr)
+        bar.update(1)
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(failed=len(summary.failed), fps=f"{summary.frames / max(elapsed, 1e-9):.1f}")
+
+    try:
+        if todo and (workers == 1 or len(todo) == 1):
+            with create_extractor(backend, **kwargs) as extractor:
+                for i in todo:
+                    finish(i, *_extract_one(extractor, items[i].path, max_persons))
+        elif todo:
+            _run_pool(items, todo, backend, kwargs, max_persons, min(workers, len(todo)), finish)
+    finally:
+        bar.close()
+
+    done = sorted(results)
+    if not done:
+        first = summary.failed[0][1] if summary.failed else "nothing to do"
+        raise PevlError(f"no video could be processed ({len(summary.failed)} failed; first: {first})")
+    annotations = [results[i].to_annotation(items[i].frame_dir, items[i].label) for i in done]
+    written = {items[i].frame_dir for i in done}
+    save_pyskl(out, annotations, {name: [d for d in dirs if d in written] for name, dirs in split.items()})
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run_pool(
+    items: list[VideoItem],
+    todo: list[int],
+    backend: str,
+    kwargs: dict[str, Any],
+    max_persons: int,
+    workers: int,
+    finish: Any,
+) -> None:
+    """Extract ``todo`` in worker processes, calling ``finish(i, status, payload)`` as each video ends.
+
+    A worker that dies (a crash inside the backend) breaks the pool: the pool is rebuilt and each video that
+    was in flight is retried alone, so only the video that crashes on its own is reported as failed.
+    """
+    # "spawn": a forked copy of a process that already runs torch / decoder threads can deadlock.
+    context = multiprocessing.get_context("spawn")
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(backend, kwargs)
+        )
+
+    pool = new_pool()
+    pending: dict[Future, int] = {}
+    queue = deque(todo)
+    suspects: deque[int] = deque()  # in flight when a worker died: retried one at a time
+    alone: int | None = None  # the suspect running alone right now
+    try:
+        while queue or suspects or pending:
+            if suspects and not pending:
+                alone = suspects.popleft()
+                pending[pool.submit(_extract_in_worker, items[alone].path, max_persons)] = alone
+            while not suspects and queue and len(pending) < 2 * workers:  # bounded: results are not piled up
+                i = queue.popleft()
+                pending[pool.submit(_extract_in_worker, items[i].path, max_persons)] = i
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in finished:
+                i = pending.pop(future)
+                was_alone, alone = i == alone, (None if i == alone else alone)
+                try:
+                    status, payload = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if was_alone:
+                        finish(i, "error", f"{items[i].path}: the pose backend crashed on this video")
+                    else:
+                        suspects.append(i)
+                    continue
+                if status == "init_error":
+                    raise PevlError(payload)
+                finish(i, status, payload)
+            if broken:
+                suspects.extend(pending.values())
+                pending.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = new_pool()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
