@@ -29,7 +29,7 @@ class PeVLConfig:
     # --- backbone -----------------------------------------------------------------------------------------------
     clip: CLIPConfig = field(default_factory=lambda: CLIP_ARCHITECTURES["ViT-B/16"])  # CLIP architecture
     freeze_clip: bool = True  # frozen CLIP, only adapters and new modules train (the paper); False trains all
-    num_classes: int | None = None  # if set, the number of class texts forward() must receive
+    num_classes: int | None = None  # if set, the number of class texts training must use (any number can be scored)
 
     # --- inputs ---------------------------------------------------------------------------------------------------
     use_video: bool = True  # RGB stream (video encoder g_v)
@@ -48,6 +48,7 @@ class PeVLConfig:
     pose_backbone: str = "clip"  # "clip": the shared frozen CLIP ViT blocks; "poseformer": Table 1 ablation
     temporal_attention: bool = True  # T-Attn before S-Attn in every pose block (Table 3 ablation: False)
     pose_ln_pre: bool = True  # reconstruction: pose embeddings go through CLIP's ln_pre like image tokens do
+    pose_motion: bool = True  # reconstruction: the pose embedding also sees each joint's frame-to-frame displacement
     poseformer_width: int = 256  # PoseFormer-style backbone: token width (trained from scratch, no weights here)
     poseformer_spatial_layers: int = 4  # PoseFormer-style backbone: joint-attention blocks
     poseformer_temporal_layers: int = 4  # PoseFormer-style backbone: time-attention blocks

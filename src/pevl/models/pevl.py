@@ -188,7 +188,7 @@ class PeVL(nn.Module):
                 texts = self.build_class_texts(list(texts))
             text = self.encode_class_texts(texts)
         num_classes = text.sentence.shape[0]
-        if self.config.num_classes is not None:
+        if self.config.num_classes is not None and labels is not None:  # scoring any label list stays possible
             self._require(
                 num_classes == self.config.num_classes,
                 f"got {num_classes} class texts for a model of {self.config.num_classes} classes",

@@ -14,6 +14,7 @@ which saves a whole ViT of memory. ``temporal_attention=False`` drops T-Attn (Ta
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -22,27 +23,42 @@ from pevl.models.clip import Block, VisionTransformer
 from pevl.models.config import PeVLConfig
 from pevl.models.embeddings import resize_temporal_embed
 
+MOTION_SCALE = 10.0
+"""Joint displacements between sampled frames are ~0.01-0.1 in normalised coordinates; x10 puts them on the scale of
+the positions before the shared linear embedding."""
+
 
 class PoseEmbedding(nn.Module):
-    """Learnable embedding of keypoints: ``linear(x, y, score) + joint_embed[j] + temporal_embed[t]``.
+    """Learnable embedding of keypoints: ``linear(x, y, score[, dx, dy]) + joint_embed[j] + temporal_embed[t]``.
+
+    With ``motion`` (a reconstruction choice, like PYSKL's joint-motion stream), each joint also carries its
+    displacement from the previous frame (zero at the first frame and wherever either frame misses the joint), which
+    lets the frozen attention blocks see movement directly instead of having to difference positions themselves.
 
     Args:
-        channels: Values per joint (3: x, y, score).
+        channels: Values per joint in the input (3: x, y, score).
         num_joints: J.
         num_frames: T_p the temporal embedding is trained for (resampled for other lengths).
         width: Output token width D.
+        motion: Add the displacement channels.
     """
 
-    def __init__(self, channels: int, num_joints: int, num_frames: int, width: int) -> None:
+    def __init__(self, channels: int, num_joints: int, num_frames: int, width: int, motion: bool = True) -> None:
         super().__init__()
-        self.proj = nn.Linear(channels, width)
+        self.motion = motion
+        self.proj = nn.Linear(channels + (2 if motion else 0), width)
         self.joint_embed = nn.Parameter(0.02 * torch.randn(num_joints, width))
         self.temporal_embed = nn.Parameter(0.02 * torch.randn(num_frames, width))
 
     def forward(self, pose: Tensor) -> Tensor:
         """Embed keypoints ``[B, T, J, C]`` into tokens ``[B, T, J, D]``."""
+        pose = pose.to(self.proj.weight.dtype)
+        if self.motion:
+            xy, present = pose[..., :2], (pose[..., 2:3] > 0).to(pose.dtype)
+            step = (xy[:, 1:] - xy[:, :-1]) * present[:, 1:] * present[:, :-1]
+            pose = torch.cat([pose, MOTION_SCALE * F.pad(step, (0, 0, 0, 0, 1, 0))], dim=-1)
         temporal = resize_temporal_embed(self.temporal_embed, pose.shape[1])
-        x = self.proj(pose.to(self.proj.weight.dtype))
+        x = self.proj(pose)
         return x + self.joint_embed.to(x.dtype) + temporal[:, None].to(x.dtype)
 
 
@@ -60,7 +76,7 @@ class PoseEncoder(nn.Module):
         self.temporal_attention = cfg.temporal_attention
         self.use_ln_pre = cfg.pose_ln_pre
         self.grad_checkpointing = cfg.grad_checkpointing
-        self.embed = PoseEmbedding(cfg.pose_channels, cfg.num_joints, cfg.num_pose_frames, width)
+        self.embed = PoseEmbedding(cfg.pose_channels, cfg.num_joints, cfg.num_pose_frames, width, cfg.pose_motion)
         self.adapters = nn.ModuleList(
             PoseBlockAdapters(width, cfg.adapter_ratio, cfg.temporal_attention) for _ in range(cfg.clip.vision.layers)
         )

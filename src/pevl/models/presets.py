@@ -120,7 +120,7 @@ def create_model(name: str, num_classes: int | None = None, pretrained: str | No
 
     Args:
         name: A preset from :func:`list_models`, e.g. ``"pevl_vit_b16"``.
-        num_classes: Number of class texts forward() must receive (``None``: any number, open vocabulary).
+        num_classes: Number of class texts training uses (checked with labels); any label list can be scored.
         pretrained: A CLIP checkpoint (OpenAI ``.pt`` or open_clip ``.bin`` / ``.safetensors``), or an architecture
             name such as ``"ViT-B/16"`` already fetched with ``pevl download-weights``.
         **overrides: :class:`PeVLConfig` fields to change.

@@ -1,0 +1,52 @@
+"""``pevl eval --checkpoint CKPT [--set ...] [--views CLIPSxCROPS] [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` command."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint: top-1/top-5/mean class accuracy, confusion matrix",
+        description="Evaluate a trained checkpoint on its run's test split (data.test_split, else data.val_split). "
+        "Writes metrics.json, per_class.csv, confusion.csv/.png and scores.npy.",
+    )
+    parser.add_argument("--checkpoint", "-k", required=True, help="checkpoint dir, its model.safetensors, or work dir")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the saved run config, e.g. --set data.root=/data/diving48",
+    )
+    parser.add_argument("--views", help="test views CLIPSxCROPS, e.g. 3x3 (default: the run config's)")
+    parser.add_argument("--split", help="split to evaluate (default: data.test_split, else data.val_split)")
+    parser.add_argument("--out", help="report folder (default: <checkpoint>/eval_<split>)")
+    parser.add_argument("--batch-size", type=int, help="samples per batch (default: data.batch_size)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the metrics."""
+    from pevl.engine.evaluate import metrics_json, run_evaluation, summary_line
+
+    result = run_evaluation(
+        args.checkpoint,
+        args.overrides,
+        views=args.views,
+        split=args.split,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        progress=not (args.no_progress or args.json),
+    )
+    if result.metrics:
+        print(
+            metrics_json(result.metrics) if args.json else f"{summary_line(result.metrics)}\nreport: {result.out_dir}"
+        )
+    return 0

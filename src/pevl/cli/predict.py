@@ -1,0 +1,62 @@
+"""``pevl predict VIDEO --checkpoint CKPT [--labels FILE|"a;b;c"] [--top-k 5] [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` command."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="top-k actions of a video",
+        description="Decode a video, get its poses (a pose file, the extract-poses cache, or estimated on the fly) "
+        "and print the most likely actions. --labels scores any label texts, not only the trained classes.",
+    )
+    parser.add_argument("video", help="the video file")
+    parser.add_argument("--checkpoint", "-k", required=True, help="checkpoint dir or its model.safetensors")
+    parser.add_argument("--labels", help='label file (one per line) or "a;b;c" (default: the trained classes)')
+    parser.add_argument("--top-k", type=int, default=5, help="how many actions to print (default 5)")
+    parser.add_argument("--pose-file", help="poses of the video as a PYSKL pickle (default: cache, else estimate)")
+    parser.add_argument("--pose-layout", help="joint layout of --pose-file when not COCO-17 (e.g. jhmdb15)")
+    parser.add_argument("--pose-backend", default="mediapipe", help="pose extractor (default mediapipe)")
+    parser.add_argument("--crops", type=int, default=1, choices=(1, 3), help="spatial crops averaged (default 1)")
+    parser.add_argument(
+        "--amp",
+        default="auto",
+        choices=("auto", "bf16", "off"),
+        help="precision: auto = bf16 autocast (fast on CPUs with AMX/AVX-512), off = fp32",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict and print."""
+    from pevl.engine.inference import parse_labels, predict_video
+    from pevl.errors import PevlError
+
+    if args.top_k < 1:
+        raise PevlError("--top-k must be at least 1")
+    result = predict_video(
+        args.video,
+        args.checkpoint,
+        labels=parse_labels(args.labels),
+        top_k=args.top_k,
+        pose_file=args.pose_file,
+        pose_layout=args.pose_layout,
+        pose_backend=args.pose_backend,
+        crops=args.crops,
+        amp=args.amp,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{result['video']}  (poses: {result['pose_source']}, person in "
+        f"{100 * result['person_detected_fraction']:.0f}% of pose frames)"
+    )
+    for rank, item in enumerate(result["top_k"], 1):
+        print(f"{rank:>2}. {100 * item['probability']:6.2f}%  {item['label']}")
+    return 0

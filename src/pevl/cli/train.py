@@ -1,0 +1,70 @@
+"""``pevl train --config FILE [--set key=value ...] [--work-dir DIR] [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` command."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train PeVL (or a baseline) as a YAML run config describes. Runs on one CPU as is and on many "
+        "GPUs under `torchrun --nproc-per-node N -m pevl train ...`. Ctrl-C saves a checkpoint; --resume continues.",
+    )
+    parser.add_argument("--config", "-c", help="YAML run config (see configs/); default: the built-in defaults")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=1e-4 (repeatable)",
+    )
+    parser.add_argument("--work-dir", "-w", help="run directory (default: work_dirs/<config name>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the work dir")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.set_defaults(func=run)
+
+
+def resolve_work_dir(config: str | None, work_dir: str | None) -> Path:
+    """The run directory: ``--work-dir``, else ``work_dirs/<config file stem>``."""
+    from pevl.errors import PevlError
+
+    if work_dir:
+        return Path(work_dir)
+    if config:
+        return Path("work_dirs") / Path(config).stem
+    raise PevlError("give --config FILE or --work-dir DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config and train."""
+    from pevl.engine.config import load_config
+    from pevl.engine.train import train
+    from pevl.errors import PevlError
+
+    work_dir = resolve_work_dir(args.config, args.work_dir)
+    config = args.config
+    saved = work_dir / "config.yaml"
+    if config is None and args.resume:
+        if not saved.is_file():
+            raise PevlError(f"{saved}: not found; give --config FILE to resume with")
+        config = str(saved)
+    cfg = load_config(config, args.overrides)  # no config file: the defaults, changed by --set
+    result = train(cfg, work_dir, resume=args.resume, progress=not args.no_progress)
+    if result.interrupted:
+        print(f"interrupted after {result.steps} steps; checkpoint {result.checkpoint}", file=sys.stderr)
+        print(f"continue with: pevl train --work-dir {work_dir} --resume", file=sys.stderr)
+        return 130
+    summary = f"trained {result.epochs_completed} epochs, {result.steps} steps; checkpoint {result.checkpoint}"
+    if result.metrics:
+        m = result.metrics
+        summary += f"\nval top1 {100 * m['top1']:.2f}  top5 {100 * m['top5']:.2f}  "
+        summary += f"mean class {100 * m['mean_class_accuracy']:.2f}"
+    print(summary)
+    return 0

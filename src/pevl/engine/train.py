@@ -1,0 +1,366 @@
+"""The training loop behind ``pevl train``: one code path for one CPU and for ``torchrun`` on many GPUs.
+
+* data: a :class:`ResumableSampler` shards and shuffles; per-sample augmentation depends only on
+  (seed, epoch, index), so a resumed run sees exactly the samples and augmentations an uninterrupted one would;
+* model: frozen CLIP + adapters; DistributedDataParallel across processes, with the in-batch contrastive terms
+  computed against features gathered from every process;
+* optimisation: AdamW, linear warm-up then cosine, gradient accumulation, gradient clipping, bf16 autocast on GPU;
+* checkpoints (safetensors + JSON) at epoch ends, every ``train.save_every_steps`` steps, and on Ctrl-C / SIGTERM;
+  ``--resume`` restores weights, optimiser, scheduler, RNG states and the sampler position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pevl import __version__
+from pevl.engine.builder import autocast, batch_inputs, build_dataset, build_model, default_device, model_config
+from pevl.engine.checkpoint import (
+    capture_rng,
+    find_latest,
+    load_checkpoint,
+    load_model_state,
+    restore_training_state,
+    save_checkpoint,
+    seed_everything,
+)
+from pevl.engine.config import RunConfig, save_config
+from pevl.engine.distributed import (
+    all_gather_with_grad,
+    all_reduce_mean,
+    barrier,
+    gather_object,
+    init_distributed,
+    maybe_no_sync,
+    wrap_ddp,
+)
+from pevl.engine.evaluate import predict_scores
+from pevl.engine.logger import MetricLogger
+from pevl.engine.metrics import evaluate_scores
+from pevl.engine.optim import build_optimizer, build_scheduler
+from pevl.engine.sampler import ResumableSampler
+from pevl.errors import PevlError
+
+
+@dataclass
+class TrainResult:
+    """How a training run ended."""
+
+    work_dir: Path
+    epochs_completed: int  # full epochs trained
+    steps: int  # optimiser steps taken
+    metrics: dict[str, Any]  # the last validation metrics (empty if never evaluated)
+    best_top1: float | None  # best validation top-1 seen
+    checkpoint: Path | None  # the last checkpoint written
+    interrupted: bool = False  # stopped by Ctrl-C / SIGTERM (a checkpoint was saved to resume from)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so that a killed job still saves a checkpoint."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Trainer:
+    """One training run: its model, data, optimiser and the state that checkpoints capture.
+
+    Args:
+        cfg: The resolved run config.
+        work_dir: Where the config, metrics, checkpoints and evaluations go.
+        resume: Continue from the latest checkpoint of ``work_dir``.
+        progress: Show progress bars (main process only).
+    """
+
+    def __init__(self, cfg: RunConfig, work_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.work_dir = Path(work_dir)
+        self.info = init_distributed()
+        self.main = self.info.rank == 0
+        self.device = self.info.device if self.info.distributed else default_device()
+        self.progress = progress and self.main
+        if self.main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.work_dir / "config.yaml")
+
+        seed_everything(cfg.train.seed)
+        overrides = {"grad_checkpointing": True} if cfg.train.grad_checkpointing else {}
+        self.model_cfg = model_config(cfg).replace(**overrides)
+        pose_cache = cfg.data.pose_cache_dir or self.work_dir / "poses"
+        self.train_set = build_dataset(cfg, self.model_cfg, cfg.data.train_split, train=True, pose_cache_dir=pose_cache)
+        self.val_set = None
+        if cfg.train.eval_interval:
+            self.val_set = build_dataset(
+                cfg, self.model_cfg, cfg.data.val_split, train=False, pose_cache_dir=pose_cache
+            )
+            if list(self.val_set.classes) != list(self.train_set.classes):
+                raise PevlError(f"the {cfg.data.val_split} and {cfg.data.train_split} splits have different classes")
+        if len(self.train_set) == 0:
+            raise PevlError(f"the {cfg.data.train_split} split of {cfg.data.dataset} is empty")
+
+        self.model = build_model(cfg, num_classes=len(self.train_set.classes), **overrides).to(self.device)
+        self.texts = self.model.build_class_texts(self.train_set.classes, self.train_set.coarse)
+        self.sampler = ResumableSampler(
+            len(self.train_set), shuffle=True, seed=cfg.train.seed, rank=self.info.rank, world_size=self.info.world_size
+        )
+        batches = -(-self.sampler.num_samples_per_rank // cfg.data.batch_size)
+        self.steps_per_epoch = -(-batches // cfg.optim.grad_accum_steps)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
+        self.ddp = self.model
+        if self.info.distributed:
+            self.ddp = wrap_ddp(self.model, self.info)
+            self.model.set_gather(all_gather_with_grad, self.info.rank)
+
+        self.step = 0
+        self.epochs_completed = 0
+        self.best_top1: float | None = None
+        self.metrics: dict[str, Any] = {}
+        self.last_checkpoint: Path | None = None
+        if resume:
+            self._resume()
+        self.logger = MetricLogger(
+            self.work_dir,
+            tensorboard=cfg.train.tensorboard,
+            enabled=self.main,
+            purge_after=self.step if resume else None,
+        )
+
+    # ---- checkpoints ------------------------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        latest = find_latest(self.work_dir)
+        if latest is None:
+            raise PevlError(f"{self.work_dir}: nothing to resume (no checkpoint in {self.work_dir / 'checkpoints'})")
+        checkpoint = load_checkpoint(latest, device="cpu")
+        load_model_state(self.model, checkpoint)
+        restore_training_state(
+            checkpoint, optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler, rank=self.info.rank
+        )
+        self.step = checkpoint.step
+        self.epochs_completed = checkpoint.epoch
+        self.best_top1 = checkpoint.extra.get("best_top1")
+        self.metrics = dict(checkpoint.metrics)
+        self.last_checkpoint = latest
+        if self.main:
+            print(f"resuming from {latest} (epoch {self.sampler.epoch}, step {self.step})")
+
+    def save(self, epochs_completed: int, is_best: bool = False) -> Path | None:
+        """Checkpoint the run (all processes must call this; the main process writes)."""
+        rng_states = gather_object(capture_rng())
+        path = None
+        if self.main:
+            path = save_checkpoint(
+                self.work_dir,
+                model_state=self.model.state_dict(),
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                sampler_state=self.sampler.state_dict(),
+                epoch=epochs_completed,
+                step=self.step,
+                config=self.cfg.to_dict(),
+                metrics=self.metrics,
+                extra={
+                    "classes": list(self.train_set.classes),
+                    "coarse": None if self.train_set.coarse is None else list(self.train_set.coarse),
+                    "model_config": self.model.config.to_dict(),
+                    "best_top1": self.best_top1,
+                    "dataset": self.cfg.data.dataset,
+                    "pevl_version": __version__,
+                },
+                keep_last=self.cfg.train.keep_last,
+                is_best=is_best,
+                rng_states=rng_states,
+            )
+            self.last_checkpoint = path
+        barrier()
+        return path
+
+    # ---- evaluation -------------------------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Any]:
+        """Validation metrics of the current weights (top-1, top-5, mean class accuracy)."""
+        assert self.val_set is not None
+        scores, labels = predict_scores(
+            self.model,
+            self.val_set,
+            self.texts,
+            self.cfg.data.batch_size,
+            self.cfg.data.num_workers,
+            self.device,
+            self.cfg.train.amp,
+            self.progress,
+            self.info.rank,
+            self.info.world_size,
+        )
+        metrics = evaluate_scores(scores, labels, list(self.val_set.classes))
+        return {key: metrics[key] for key in ("top1", "top5", "mean_class_accuracy", "num_samples")}
+
+    # ---- the loop ---------------------------------------------------------------------------------------------------
+    def _loader(self, epoch: int) -> DataLoader:
+        generator = torch.Generator()
+        generator.manual_seed(self.cfg.train.seed * 100_003 + epoch)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.cfg.data.batch_size,
+            sampler=self.sampler,
+            num_workers=self.cfg.data.num_workers,
+            generator=generator,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.optim.clip_grad_norm:
+            params = [p for p in self.model.parameters() if p.requires_grad and p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.clip_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def run(self) -> TrainResult:
+        """Train until the last epoch (or ``train.max_steps``); evaluate and checkpoint on the way."""
+        self._consumed_at_step = self.sampler.consumed
+        with _sigterm_as_interrupt():
+            try:
+                self._run()
+            except KeyboardInterrupt:
+                self.sampler.consumed = self._consumed_at_step  # drop a half-accumulated step: redo it on resume
+                self.save(self.epochs_completed)
+                self.logger.close()
+                return self._result(interrupted=True)
+        self.logger.close()
+        return self._result()
+
+    def _result(self, interrupted: bool = False) -> TrainResult:
+        return TrainResult(
+            self.work_dir,
+            self.epochs_completed,
+            self.step,
+            self.metrics,
+            self.best_top1,
+            self.last_checkpoint,
+            interrupted,
+        )
+
+    def _run(self) -> None:
+        cfg = self.cfg
+        for epoch in range(self.sampler.epoch, cfg.optim.epochs):
+            self.sampler.set_epoch(epoch)
+            self.train_set.set_epoch(epoch)
+            self.epochs_completed = epoch
+            self._consumed_at_step = self.sampler.consumed
+            stopped = self._train_epoch(epoch) if self.sampler.remaining > 0 else False
+            if self.sampler.remaining == 0:
+                self.epochs_completed = epoch + 1
+            self._checkpoint_and_evaluate(last=stopped or epoch + 1 == cfg.optim.epochs)
+            if stopped:
+                return
+
+    def _train_epoch(self, epoch: int) -> bool:
+        """One (possibly resumed) epoch; returns True when ``train.max_steps`` was reached."""
+        cfg = self.cfg
+        accum = cfg.optim.grad_accum_steps
+        self.model.train()
+        loader = self._loader(epoch)
+        batches_left = -(-self.sampler.remaining // cfg.data.batch_size)
+        sums: dict[str, float] = defaultdict(float)
+        count, samples, started = 0, 0, time.perf_counter()
+        bar = tqdm(
+            total=batches_left,
+            desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+            unit="batch",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        for micro, batch in enumerate(loader):
+            inputs, _ = batch_inputs(batch, self.device)
+            labels = batch["label"].to(self.device)
+            boundary = (micro + 1) % accum == 0 or micro + 1 == batches_left
+            with maybe_no_sync(self.ddp, sync=boundary):
+                with autocast(self.device, cfg.train.amp, training=True):
+                    out = self.ddp(**inputs, texts=self.texts, labels=labels)
+                (out.loss / accum).backward()
+            self.sampler.advance(len(labels))
+            for name, value in out.losses.items():
+                sums[name] += float(value.detach())
+            sums["loss"] += float(out.loss.detach())
+            count += 1
+            samples += len(labels) * self.info.world_size
+            bar.update(1)
+            if not boundary:
+                continue
+            self._optimizer_step()
+            self._consumed_at_step = self.sampler.consumed
+            if self.step % cfg.train.log_interval == 0 or micro + 1 == batches_left:
+                elapsed = time.perf_counter() - started
+                record = {name: float(all_reduce_mean(total / count)) for name, total in sorted(sums.items())}
+                record.update(lr=self.optimizer.param_groups[0]["lr"], epoch=epoch + 1, clips_per_s=samples / elapsed)
+                self.logger.log(self.step, record)
+                bar.set_postfix(
+                    loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", clips_s=f"{samples / elapsed:.1f}"
+                )
+                sums.clear()
+                count, samples, started = 0, 0, time.perf_counter()
+            if cfg.train.save_every_steps and self.step % cfg.train.save_every_steps == 0:
+                self.save(self.epochs_completed)
+            if cfg.train.max_steps is not None and self.step >= cfg.train.max_steps:
+                bar.close()
+                return True
+        bar.close()
+        return False
+
+    def _checkpoint_and_evaluate(self, last: bool) -> None:
+        """Evaluate and checkpoint as ``train.eval_interval`` / ``save_interval`` say (always at the end)."""
+        cfg = self.cfg
+        done = self.epochs_completed
+        is_best = False
+        due = bool(cfg.train.eval_interval) and (last or done % cfg.train.eval_interval == 0)
+        if self.val_set is not None and due:
+            self.metrics = self.evaluate()
+            top1 = self.metrics["top1"]
+            is_best = self.best_top1 is None or top1 > self.best_top1
+            self.best_top1 = top1 if is_best else self.best_top1
+            self.logger.log(self.step, {f"val/{k}": v for k, v in self.metrics.items()} | {"epoch": done})
+            if self.main:
+                tqdm.write(
+                    f"epoch {done}: val top1 {100 * top1:.2f}  top5 {100 * self.metrics['top5']:.2f}  "
+                    f"mean class {100 * self.metrics['mean_class_accuracy']:.2f}"
+                )
+        if last or is_best or (cfg.train.save_interval and done % cfg.train.save_interval == 0):
+            self.save(done, is_best=is_best)
+
+
+def train(cfg: RunConfig, work_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train a model as the run config says (the library function behind ``pevl train``).
+
+    Args:
+        cfg: The run config (see :func:`pevl.engine.config.load_config`).
+        work_dir: The run directory.
+        resume: Continue from the latest checkpoint in ``work_dir``.
+        progress: Show progress bars.
+
+    Returns:
+        How the run ended.
+    """
+    return Trainer(cfg, work_dir, resume=resume, progress=progress).run()
