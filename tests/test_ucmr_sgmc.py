@@ -34,7 +34,8 @@ def test_v2p_hard_assignment_is_one_hot_forward_and_differentiable():
 def test_p2v_attention_is_over_the_joints_of_the_window_and_starts_as_identity():
     p2v = P2VRefinement(dim=16, heads=2)
     frames, pose = torch.randn(3, 5, 16), torch.randn(3, 34, 16)
-    out, probs = p2v(frames, pose, need_weights=True)
+    out, logits = p2v(frames, pose, need_weights=True)
+    probs = logits.softmax(-1)
     assert probs.shape == (3, 2, 5, 34)
     torch.testing.assert_close(probs.sum(-1), torch.ones(3, 2, 5))
     torch.testing.assert_close(out, frames)

@@ -65,7 +65,8 @@ def normalize_keypoints(keypoint: np.ndarray, score: np.ndarray, box: Sequence[f
     return out
 
 
-def _centre_square_box(height: int, width: int) -> tuple[int, int, int, int]:
+def centre_square_box(height: int, width: int) -> tuple[int, int, int, int]:
+    """The centre square of the shorter side, ``(x0, y0, w, h)`` in pixels: the crop seen at test time."""
     side = min(height, width)
     return (width - side) // 2, (height - side) // 2, side, side
 
@@ -176,7 +177,7 @@ class ClipTransform:
             flip = self.flip_prob > 0 and rng.random() < self.flip_prob
             jitter = self._sample_jitter(rng) if self.color_jitter > 0 else None
         else:
-            boxes = [_centre_square_box(ref_h, ref_w)] if self.crops == 1 else _three_crop_boxes(ref_h, ref_w)
+            boxes = [centre_square_box(ref_h, ref_w)] if self.crops == 1 else _three_crop_boxes(ref_h, ref_w)
             flip, jitter = False, None
 
         out: dict[str, torch.Tensor] = {}

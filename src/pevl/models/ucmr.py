@@ -45,19 +45,24 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, context: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Attend from ``x`` ``[B, Lq, D]`` over ``context`` ``[B, Lk, D]``; probabilities ``[B, h, Lq, Lk]``."""
+        """Attend from ``x`` ``[B, Lq, D]`` over ``context`` ``[B, Lk, D]``.
+
+        Returns:
+            The projected output and, with ``need_weights``, the attention *logits* ``[B, h, Lq, Lk]`` (their softmax
+            over the last axis is the attention; figures also normalise them over the queries).
+        """
         b, lq, d = x.shape
         lk = context.shape[1]
         head_dim = d // self.heads
         q = self.q(x).view(b, lq, self.heads, head_dim).transpose(1, 2)
         k, v = self.kv(context).view(b, lk, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if need_weights:
-            probs = ((q * head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
-            out = probs @ v
+            logits = (q * head_dim**-0.5) @ k.transpose(-2, -1)
+            out = logits.softmax(dim=-1) @ v
         else:
-            probs = None
+            logits = None
             out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, lq, d)), probs
+        return self.proj(out.transpose(1, 2).reshape(b, lq, d)), logits
 
 
 class V2PRefinement(nn.Module):
@@ -143,9 +148,9 @@ class P2VRefinement(nn.Module):
         self.adapter = Adapter(dim, adapter_ratio, skip=False)
 
     def forward(self, frames: Tensor, pose: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Refine frame tokens ``[B', 1+N, D]`` with pose tokens ``[B', G, D]``; probabilities ``[B', h, 1+N, G]``."""
-        out, probs = self.attn(self.norm_frames(frames), self.norm_pose(pose), need_weights=need_weights)
-        return frames + self.scale * self.adapter(out), probs
+        """Refine frame tokens ``[B', 1+N, D]`` with pose tokens ``[B', G, D]``; logits ``[B', h, 1+N, G]``."""
+        out, logits = self.attn(self.norm_frames(frames), self.norm_pose(pose), need_weights=need_weights)
+        return frames + self.scale * self.adapter(out), logits
 
 
 @dataclass
@@ -153,7 +158,8 @@ class UCMRMaps:
     """Attention maps of one UCMR block (for the figures)."""
 
     assignment: Tensor | None  # [B, T_v, w*J (+1), N] V2P-R grouping of patches (background last)
-    p2v: Tensor | None  # [B, T_v, heads, 1+N, w*J] P2V-R attention of frame tokens over joints
+    p2v: Tensor | None  # [B, T_v, heads, 1+N, w*J] P2V-R attention of frame tokens over joints (rows sum to one)
+    p2v_patches: Tensor | None = None  # [B, T_v, heads, w*J, N] the same logits normalised over the image patches
 
 
 class UCMRBlock(nn.Module):
@@ -191,12 +197,15 @@ class UCMRBlock(nn.Module):
             raise ValueError(f"{tp} pose frames cannot be split into windows for {tv} video frames")
         frames = video.reshape(b * tv, n1, d)
         windows = pose.reshape(b * tv, (tp // tv) * j, d)  # frame t <-> pose frames [t*w, (t+1)*w)
-        assignment = p2v_probs = None
+        assignment = p2v_probs = p2v_patches = None
         if self.v2p is not None:
             windows, assignment = self.v2p(windows, frames[:, 1:])
             assignment = assignment.view(b, tv, *assignment.shape[1:])
         if self.p2v is not None:
-            frames, p2v_probs = self.p2v(frames, windows, need_weights=need_weights)
-            if p2v_probs is not None:
-                p2v_probs = p2v_probs.view(b, tv, *p2v_probs.shape[1:])
-        return frames.view(b, tv, n1, d), windows.view(b, tp, j, d), UCMRMaps(assignment, p2v_probs)
+            frames, logits = self.p2v(frames, windows, need_weights=need_weights)
+            if logits is not None:
+                p2v_probs = logits.softmax(dim=-1).view(b, tv, *logits.shape[1:])
+                p2v_patches = (
+                    logits[:, :, 1:].transpose(-2, -1).softmax(dim=-1).view(b, tv, logits.shape[1], -1, n1 - 1)
+                )
+        return frames.view(b, tv, n1, d), windows.view(b, tp, j, d), UCMRMaps(assignment, p2v_probs, p2v_patches)

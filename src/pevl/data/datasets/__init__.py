@@ -114,4 +114,5 @@ def build_dataset(
         poses=poses,
         seed=seed,
         rawframe_template=spec.rawframe_template,
+        flip_prob=float(options.get("flip_prob", 0.0)),
     )

@@ -234,6 +234,7 @@ class ActionDataset(Dataset):
         seed: int = 0,
         rawframe_template: str = "img_{:05d}.jpg",
         rawframe_start: int = 1,
+        flip_prob: float = 0.0,
     ) -> None:
         from pevl.data.transforms import ClipTransform, PoseTransform
 
@@ -261,8 +262,12 @@ class ActionDataset(Dataset):
         self.epoch = 0
         self.rawframe_template = rawframe_template
         self.rawframe_start = rawframe_start
-        self.clip_transform = ClipTransform(image_size=image_size, train=train, crops=self.num_crops)
-        self.pose_transform = PoseTransform(train=train)
+        if not 0.0 <= flip_prob <= 1.0:
+            raise PevlError(f"dataset {name}: flip_prob must be in [0, 1], got {flip_prob}")
+        self.clip_transform = ClipTransform(
+            image_size=image_size, train=train, crops=self.num_crops, flip_prob=flip_prob
+        )
+        self.pose_transform = PoseTransform(train=train, flip_prob=flip_prob)
         self._video_info: dict[int, tuple[int, float]] = {}
 
     def __len__(self) -> int:

@@ -41,9 +41,10 @@ DATASETS: dict[str, Builder] = {}
 
 _OPTIONS: dict[str, frozenset[str]] = {}
 
-COMMON_OPTIONS = frozenset({"pose_layout", "pose_backend"})
-"""Options every dataset accepts: ``pose_layout`` (joint layout of a non-COCO pose pickle) and
-``pose_backend`` (the extractor whose cached poses to use, ``"mediapipe"`` by default)."""
+COMMON_OPTIONS = frozenset({"pose_layout", "pose_backend", "flip_prob"})
+"""Options every dataset accepts: ``pose_layout`` (joint layout of a non-COCO pose pickle), ``pose_backend`` (the
+extractor whose cached poses to use, ``"mediapipe"`` by default) and ``flip_prob`` (probability of a horizontal flip
+of a training clip, video and pose together; 0 by default since fine-grained labels can depend on direction)."""
 
 
 def register(*names: str, options: set[str] | frozenset[str] = frozenset()) -> Callable[[Builder], Builder]:
