@@ -10,9 +10,6 @@ with PyAV into a temporary folder) and 1080p (NTU RGB+D). Prints a Markdown tabl
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -20,6 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _report import SHARED_DATA, machine, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "data"
@@ -104,9 +103,8 @@ def bench_pose(path: Path, tmp: Path) -> dict[str, float]:
 
 
 def render(rows: list[tuple[str, str, dict[str, float]]], repeat: int) -> str:
-    cpu = platform.processor() or platform.machine()
     lines = [
-        f"Data pipeline on this machine ({os.cpu_count()} cores, {cpu}, Python {platform.python_version()}); "
+        f"Data pipeline on this machine ({machine()}); "
         f"best of {repeat} runs. `python benchmarks/bench_data.py` regenerates it.",
         "",
         "- *RGB clip*: `probe_video` + `sample_clip_indices` (train) + `read_frames` of the T_v = 8 Video (L) "
@@ -128,23 +126,9 @@ def render(rows: list[tuple[str, str, dict[str, float]]], repeat: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = ROOT / "docs" / "benchmarks.md") -> None:
-    from pevl.utils.io import atomic_open
-
-    begin, end = f"<!-- bench:{SECTION} -->", f"<!-- /bench:{SECTION} -->"
-    block = f"{begin}\n## Data pipeline\n\n{text}\n{end}"
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
-    updated = pattern.sub(lambda _: block, current) if pattern.search(current) else current.rstrip() + f"\n\n{block}\n"
-    with atomic_open(path, "w") as f:
-        f.write(updated)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("PEVL_SHARED_DATA", ROOT.parent / "shared" / "data"))
-    )
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="the real clips (default: ../shared/data)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--clips", type=int, default=10, help="clips per decoding measurement")
     parser.add_argument("--no-write", action="store_true", help="print only, do not update docs/benchmarks.md")
@@ -173,7 +157,7 @@ def main() -> int:
     table = render(rows, args.repeat)
     print(table)
     if not args.no_write:
-        write_section(table)
+        write_section(ROOT / "docs" / "benchmarks.md", SECTION, f"## Data pipeline\n\n{table}")
     return 0
 
 

@@ -221,6 +221,27 @@ def test_clips_of_other_lengths_run():
 
 
 @torch.no_grad()
+def test_per_clip_pose_normalisation_ignores_where_and_how_large_the_person_is():
+    from pevl.models.pose_encoder import normalize_per_clip
+
+    pose = torch.rand(2, 8, 17, 3) * 2 - 1
+    pose[..., 2] = 1.0
+    pose[0, 3, 5, 2] = 0.0  # a missed joint
+    moved = pose.clone()
+    moved[..., :2] = 0.3 * pose[..., :2] + torch.tensor([0.4, -0.2])
+    normalised = normalize_per_clip(pose)
+    torch.testing.assert_close(normalised, normalize_per_clip(moved), atol=1e-5, rtol=1e-4)
+    present = normalised[..., 2] > 0
+    assert normalised[0, 3, 5, :2].abs().sum() == 0  # missed joints stay at zero
+    centre = (normalised[..., :2] * present[..., None]).sum(dim=(1, 2)) / present.sum(dim=(1, 2))[:, None]
+    torch.testing.assert_close(centre, torch.zeros(2, 2), atol=1e-5, rtol=0)
+    model = create_model("pt_tiny", pose_normalize="clip").eval()
+    torch.testing.assert_close(model.encode_pose(pose), model.encode_pose(moved), atol=1e-4, rtol=1e-4)
+    with pytest.raises(PevlError, match="pose_normalize"):
+        create_model("pt_tiny", pose_normalize="image")
+
+
+@torch.no_grad()
 def test_class_text_features_are_cached_in_eval_only():
     model = create_model("pevl_tiny").eval()
     texts = model.build_class_texts(LABELS)

@@ -28,9 +28,33 @@ MOTION_SCALE = 10.0
 the positions before the shared linear embedding."""
 
 
+def normalize_per_clip(pose: Tensor) -> Tensor:
+    """Centre and scale each clip's skeleton (missing joints stay at zero).
+
+    The mean of the detected joints over all frames moves to the origin, and their root-mean-square distance from
+    it becomes 0.5.
+
+    Args:
+        pose: Keypoints ``[B, T, J, C]`` with the score in channel 2.
+
+    Returns:
+        The same shape, x and y replaced.
+    """
+    xy, score = pose[..., :2], pose[..., 2:]
+    present = (pose[..., 2:3] > 0).to(pose.dtype)
+    count = present.sum(dim=(1, 2), keepdim=True).clamp_min(1)
+    centre = (xy * present).sum(dim=(1, 2), keepdim=True) / count
+    offset = (xy - centre) * present
+    spread = (offset.pow(2).sum(dim=-1, keepdim=True).sum(dim=(1, 2), keepdim=True) / count).sqrt().clamp_min(1e-3)
+    return torch.cat([0.5 * offset / spread, score], dim=-1)
+
+
 class PoseEmbedding(nn.Module):
     """Learnable embedding of keypoints: ``linear(x, y, score[, dx, dy]) + joint_embed[j] + temporal_embed[t]``.
 
+    ``normalize="clip"`` (a reconstruction choice, like PYSKL's per-clip pre-normalisation) first centres and scales
+    each clip's skeleton (:func:`normalize_per_clip`), making the pose stream blind to where the person is in the
+    frame and how large; ``"crop"`` keeps the coordinates of the RGB crop ([-1, 1] spans it), the paper's setting.
     With ``motion`` (a reconstruction choice, like PYSKL's joint-motion stream), each joint also carries its
     displacement from the previous frame (zero at the first frame and wherever either frame misses the joint), which
     lets the frozen attention blocks see movement directly instead of having to difference positions themselves.
@@ -41,11 +65,15 @@ class PoseEmbedding(nn.Module):
         num_frames: T_p the temporal embedding is trained for (resampled for other lengths).
         width: Output token width D.
         motion: Add the displacement channels.
+        normalize: ``"crop"`` or ``"clip"``.
     """
 
-    def __init__(self, channels: int, num_joints: int, num_frames: int, width: int, motion: bool = True) -> None:
+    def __init__(
+        self, channels: int, num_joints: int, num_frames: int, width: int, motion: bool = True, normalize: str = "crop"
+    ) -> None:
         super().__init__()
         self.motion = motion
+        self.normalize = normalize
         self.proj = nn.Linear(channels + (2 if motion else 0), width)
         self.joint_embed = nn.Parameter(0.02 * torch.randn(num_joints, width))
         self.temporal_embed = nn.Parameter(0.02 * torch.randn(num_frames, width))
@@ -53,6 +81,8 @@ class PoseEmbedding(nn.Module):
     def forward(self, pose: Tensor) -> Tensor:
         """Embed keypoints ``[B, T, J, C]`` into tokens ``[B, T, J, D]``."""
         pose = pose.to(self.proj.weight.dtype)
+        if self.normalize == "clip":
+            pose = normalize_per_clip(pose)
         if self.motion:
             xy, present = pose[..., :2], (pose[..., 2:3] > 0).to(pose.dtype)
             step = (xy[:, 1:] - xy[:, :-1]) * present[:, 1:] * present[:, :-1]
@@ -76,7 +106,9 @@ class PoseEncoder(nn.Module):
         self.temporal_attention = cfg.temporal_attention
         self.use_ln_pre = cfg.pose_ln_pre
         self.grad_checkpointing = cfg.grad_checkpointing
-        self.embed = PoseEmbedding(cfg.pose_channels, cfg.num_joints, cfg.num_pose_frames, width, cfg.pose_motion)
+        self.embed = PoseEmbedding(
+            cfg.pose_channels, cfg.num_joints, cfg.num_pose_frames, width, cfg.pose_motion, cfg.pose_normalize
+        )
         self.adapters = nn.ModuleList(
             PoseBlockAdapters(width, cfg.adapter_ratio, cfg.temporal_attention) for _ in range(cfg.clip.vision.layers)
         )

@@ -137,7 +137,6 @@ def explain_video(
         The written files and the explanations.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     result = ExplainResult(out)
     explanations: list[Explanation] = []
     for path in [checkpoint] + ([compare] if compare else []):
@@ -153,6 +152,7 @@ def explain_video(
         explanations.append(explain_clip(loaded.model, clip, names, coarse, model_name=preset, target=target))
     expl = explanations[0]
     result.explanation = expl
+    out.mkdir(parents=True, exist_ok=True)  # only once the video and checkpoints are known to be good
     if expl.joint_weights is not None or expl.joint_visible.any():
         result.files.append(plot_spatial(expl, out / "spatial.png").name)
     if expl.grouping is not None:
