@@ -16,19 +16,17 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pevl.engine import checkpoint as ckpt_module
 from pevl.engine.checkpoint import (
-    capture_rng,
     find_best,
     find_latest,
     list_checkpoints,
     load_checkpoint,
     load_model_state,
-    restore_rng,
     restore_training_state,
     save_checkpoint,
-    seed_everything,
 )
 from pevl.engine.config import OptimSection, RunConfig
 from pevl.engine.optim import build_optimizer, build_scheduler
+from pevl.engine.rng import capture_rng, restore_rng, seed_everything
 from pevl.engine.sampler import ResumableSampler
 from pevl.errors import PevlError
 

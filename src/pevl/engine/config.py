@@ -15,9 +15,7 @@ introduced it, e.g. ``run.yaml: unknown config key 'optim.lrr' (did you mean 'op
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
-import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -395,57 +393,38 @@ def _source_of(key: str, provenance: Mapping[str, str], default: str | None) -> 
 # ---- validation hooks ------------------------------------------------------------------------------------------------
 
 
-def _optional_module(name: str) -> types.ModuleType | None:
-    """Import a sibling module that may not exist yet; errors inside an existing module propagate."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        if err.name is not None and name.startswith(err.name):
-            return None
-        raise
-
-
 def check_model_section(section: ModelSection) -> None:
     """Default model check: the preset exists and ``overrides`` are fields of ``pevl.models.config.PeVLConfig``.
 
     Raises:
         ConfigKeyError: Naming ``model.preset`` or the unknown ``model.overrides.<key>``.
     """
-    presets = _optional_module("pevl.models.presets")
-    list_models = getattr(presets, "list_models", None)
-    if callable(list_models):
-        names = list(list_models())
-        if names and section.preset not in names:
-            hint = suggest(section.preset, names)
-            raise ConfigKeyError("model.preset", f"unknown model preset '{section.preset}'{hint}")
-    model_config = _optional_module("pevl.models.config")
-    config_type = getattr(model_config, "PeVLConfig", None)
-    if config_type is not None and dataclasses.is_dataclass(config_type):
-        check_keys(section.overrides, config_type, "model.overrides.")
+    from pevl.models.config import PeVLConfig  # imported here: the model package is heavy and not always needed
+    from pevl.models.presets import list_models
+
+    names = list_models()
+    if section.preset not in names:
+        raise ConfigKeyError("model.preset", f"unknown model preset '{section.preset}'{suggest(section.preset, names)}")
+    check_keys(section.overrides, PeVLConfig, "model.overrides.")
 
 
 def check_data_section(section: DataSection) -> None:
     """Default data check: ``options`` are valid for the dataset, per ``pevl.data.datasets.dataset_options``.
 
-    ``dataset_options(name)`` may return a dataclass type, a mapping of option names, or a collection of names.
-
     Raises:
-        ConfigKeyError: Naming the unknown ``data.options.<key>``.
+        ConfigKeyError: Naming ``data.dataset`` or the unknown ``data.options.<key>``.
     """
-    dataset_options = getattr(_optional_module("pevl.data.datasets"), "dataset_options", None)
-    allowed = dataset_options(section.dataset) if callable(dataset_options) else None
-    if allowed is None:
-        return
-    if isinstance(allowed, type) and dataclasses.is_dataclass(allowed):
-        check_keys(section.options, allowed, "data.options.")
-        return
+    from pevl.data.datasets import DATASETS, dataset_options
+
+    if section.dataset not in DATASETS:
+        hint = suggest(section.dataset, sorted(DATASETS)) or f" (choose from {', '.join(sorted(DATASETS))})"
+        raise ConfigKeyError("data.dataset", f"unknown dataset '{section.dataset}'{hint}")
+    allowed = sorted(dataset_options(section.dataset))
     names = [f"data.options.{name}" for name in allowed]
     for key in section.options:
         full = f"data.options.{key}"
         if full not in names:
-            hint = (
-                suggest(full, names) or f" (options of '{section.dataset}': {', '.join(map(str, allowed)) or 'none'})"
-            )
+            hint = suggest(full, names) or f" (options of '{section.dataset}': {', '.join(allowed) or 'none'})"
             raise ConfigKeyError(full, f"unknown config key '{full}'{hint}")
 
 

@@ -27,13 +27,11 @@ from tqdm import tqdm
 from pevl import __version__
 from pevl.engine.builder import autocast, batch_inputs, build_dataset, build_model, default_device, model_config
 from pevl.engine.checkpoint import (
-    capture_rng,
     find_latest,
     load_checkpoint,
     load_model_state,
     restore_training_state,
     save_checkpoint,
-    seed_everything,
 )
 from pevl.engine.config import RunConfig, save_config
 from pevl.engine.distributed import (
@@ -49,6 +47,7 @@ from pevl.engine.evaluate import predict_scores
 from pevl.engine.logger import MetricLogger
 from pevl.engine.metrics import evaluate_scores
 from pevl.engine.optim import build_optimizer, build_scheduler
+from pevl.engine.rng import capture_rng, seed_everything
 from pevl.engine.sampler import ResumableSampler
 from pevl.errors import PevlError
 
