@@ -37,4 +37,20 @@ def machine() -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
+    name, flags = _cpuinfo()
+    if name:
+        cpu = f"{name} ({cpu}"
+        bf16 = [label for flag, label in (("amx_bf16", "AMX-bf16"), ("avx512_bf16", "AVX512-bf16")) if flag in flags]
+        cpu += f", {bf16[0]})" if bf16 else ", no bf16 instructions)"
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    """CPU model name and feature flags from ``/proc/cpuinfo`` (empty where there is none, as on macOS)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "", set()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    return fields.get("model name", ""), set(fields.get("flags", "").split())

@@ -242,6 +242,29 @@ def test_per_clip_pose_normalisation_ignores_where_and_how_large_the_person_is()
 
 
 @torch.no_grad()
+def test_bone_channels_carry_each_joint_relative_to_its_parent():
+    from pevl.data.pose.layouts import COCO17_JOINTS, COCO17_PARENT
+    from pevl.models.pose_encoder import PoseEmbedding
+
+    parent = dict(zip(COCO17_JOINTS, (COCO17_JOINTS[i] for i in COCO17_PARENT), strict=True))
+    assert parent["left_wrist"] == "left_elbow" and parent["right_ankle"] == "right_knee"
+    embed = PoseEmbedding(3, 17, 8, 16, motion=False, bones=True)
+    assert embed.proj.in_features == 5
+    seen = []
+    embed.proj.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    pose = torch.rand(1, 8, 17, 3) * 2 - 1
+    pose[..., 2] = 1.0
+    pose[0, 2, 7, 2] = 0.0  # left elbow missed in frame 2: its bone and the left wrist's are zero there
+    embed(pose)
+    bones = seen[0][..., 3:]
+    torch.testing.assert_close(bones[0, 0, 9], pose[0, 0, 9, :2] - pose[0, 0, 7, :2])
+    assert bones[0, 0, 0].abs().sum() == 0  # the root has no bone
+    assert bones[0, 2, 7].abs().sum() == 0 and bones[0, 2, 9].abs().sum() == 0
+    with pytest.raises(ValueError, match="COCO-17"):
+        PoseEmbedding(3, 15, 8, 16, bones=True)
+
+
+@torch.no_grad()
 def test_class_text_features_are_cached_in_eval_only():
     model = create_model("pevl_tiny").eval()
     texts = model.build_class_texts(LABELS)

@@ -19,6 +19,7 @@ from pevl.engine.config import (
     TrainSection,
     apply_overrides,
     check_keys,
+    config_changes,
     load_config,
     save_config,
 )
@@ -294,3 +295,10 @@ def test_sections_validate_direct_construction():
     with pytest.raises(PevlError, match="optim.lr"):
         OptimSection(lr=0)
     assert config_module.SECTIONS["train"] is TrainSection
+
+
+def test_config_changes_lists_the_dotted_keys_that_differ():
+    old = {"model": {"overrides": {"pose_bones": True}}, "optim": {"lr": 1e-3, "betas": (0.9, 1)}}
+    new = {"model": {"overrides": {}}, "optim": {"lr": 2e-3, "betas": [0.9, 1]}}
+    assert config_changes(old, new) == ["model.overrides.pose_bones", "optim.lr"]
+    assert config_changes(new, new) == []

@@ -89,14 +89,18 @@ def test_a_tiny_run_trains_evaluates_and_writes_everything(synthetic_root, tmp_p
         assert (tmp_path / "eval" / name).is_file(), name
 
 
-def test_interrupted_run_resumes_to_the_same_weights(synthetic_root, tmp_path):
+def test_interrupted_run_resumes_to_the_same_weights(synthetic_root, tmp_path, capsys):
     cfg = run_config(synthetic_root)
     train(cfg, tmp_path / "straight", progress=False)
     # Stop after 3 steps (mid-epoch), then resume to the end.
     partial = train(run_config(synthetic_root, "train.max_steps=3"), tmp_path / "resumed", progress=False)
     assert partial.steps == 3
+    capsys.readouterr()
     resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert resumed.steps == 8
+    # The resumed run's config differs from the checkpoint's in exactly the step limit, and says so.
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: resuming")]
+    assert len(warnings) == 1 and warnings[0].endswith("differs in train.max_steps"), warnings
     straight, again = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
     assert straight.keys() == again.keys()
     for key in straight:

@@ -70,9 +70,6 @@ class Checkpoint:
         return self.path if self.path.is_file() else self.path / MODEL_FILE
 
 
-# ---- RNG ------------------------------------------------------------------------------------------------------------
-
-
 # ---- lossless JSON + tensor codec -----------------------------------------------------------------------------------
 
 _MARKERS = ("__tensor__", "__tuple__", "__dict__", "__ndarray__", "__npscalar__")

@@ -287,6 +287,18 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
+def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts (keys present in only one included)."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changed += [f"{key}.{inner}" for inner in config_changes(a, b)]
+        elif plain(a) != plain(b):
+            changed.append(str(key))
+    return changed
+
+
 def _read_yaml_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise file_error(path, "config file not found")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from pevl.engine.checkpoint import (
     restore_training_state,
     save_checkpoint,
 )
-from pevl.engine.config import RunConfig, save_config
+from pevl.engine.config import RunConfig, config_changes, save_config
 from pevl.engine.distributed import (
     all_gather_with_grad,
     all_reduce_mean,
@@ -153,6 +154,10 @@ class Trainer:
         if latest is None:
             raise PevlError(f"{self.work_dir}: nothing to resume (no checkpoint in {self.work_dir / 'checkpoints'})")
         checkpoint = load_checkpoint(latest, device="cpu")
+        changed = config_changes(checkpoint.config, self.cfg.to_dict())
+        if changed and self.main:
+            shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            print(f"warning: resuming {latest} with a config that differs in {shown}", file=sys.stderr)
         load_model_state(self.model, checkpoint)
         restore_training_state(
             checkpoint, optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler, rank=self.info.rank

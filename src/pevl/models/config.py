@@ -50,9 +50,8 @@ class PeVLConfig:
     temporal_attention: bool = True  # T-Attn before S-Attn in every pose block (Table 3 ablation: False)
     pose_ln_pre: bool = True  # reconstruction: pose embeddings go through CLIP's ln_pre like image tokens do
     pose_motion: bool = True  # reconstruction: the pose embedding also sees each joint's frame-to-frame displacement
-    pose_normalize: str = (
-        "crop"  # reconstruction: "crop" = coordinates of the RGB crop; "clip" = centred, scaled per clip
-    )
+    pose_bones: bool = False  # reconstruction: the pose embedding also sees each joint's vector from its parent
+    pose_normalize: str = "crop"  # reconstruction: "crop" = RGB crop coordinates; "clip" = centred, scaled per clip
     poseformer_width: int = 256  # PoseFormer-style backbone: token width (trained from scratch, no weights here)
     poseformer_spatial_layers: int = 4  # PoseFormer-style backbone: joint-attention blocks
     poseformer_temporal_layers: int = 4  # PoseFormer-style backbone: time-attention blocks
@@ -103,6 +102,8 @@ class PeVLConfig:
             )
         if self.pose_backbone not in POSE_BACKBONES:
             raise PevlError(f"pose_backbone must be one of {POSE_BACKBONES}, not {self.pose_backbone!r}")
+        if self.pose_bones and self.num_joints != 17:
+            raise PevlError(f"pose_bones needs the COCO-17 joints, not num_joints={self.num_joints}")
         if self.pose_normalize not in POSE_NORMALIZATIONS:
             raise PevlError(f"pose_normalize must be one of {POSE_NORMALIZATIONS}, not {self.pose_normalize!r}")
         if self.prompt not in PROMPTS:

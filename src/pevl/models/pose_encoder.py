@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from pevl.data.pose.layouts import COCO17_PARENT
 from pevl.models.adapters import PoseBlockAdapters
 from pevl.models.clip import Block, VisionTransformer
 from pevl.models.config import PeVLConfig
@@ -52,6 +53,10 @@ def normalize_per_clip(pose: Tensor) -> Tensor:
 class PoseEmbedding(nn.Module):
     """Learnable embedding of keypoints: ``linear(x, y, score[, dx, dy]) + joint_embed[j] + temporal_embed[t]``.
 
+    With ``bones`` (a reconstruction choice, like PYSKL's bone stream), each joint also carries the vector from its
+    parent joint in :data:`~pevl.data.pose.layouts.COCO17_PARENT` (zero where either is missing), giving every token
+    the local limb geometry a per-joint embedding cannot see.
+
     ``normalize="clip"`` (a reconstruction choice, like PYSKL's per-clip pre-normalisation) first centres and scales
     each clip's skeleton (:func:`normalize_per_clip`), making the pose stream blind to where the person is in the
     frame and how large; ``"crop"`` keeps the coordinates of the RGB crop ([-1, 1] spans it), the paper's setting.
@@ -66,27 +71,51 @@ class PoseEmbedding(nn.Module):
         width: Output token width D.
         motion: Add the displacement channels.
         normalize: ``"crop"`` or ``"clip"``.
+        bones: Add the bone-vector channels (COCO-17 only).
     """
 
     def __init__(
-        self, channels: int, num_joints: int, num_frames: int, width: int, motion: bool = True, normalize: str = "crop"
+        self,
+        channels: int,
+        num_joints: int,
+        num_frames: int,
+        width: int,
+        motion: bool = True,
+        normalize: str = "crop",
+        bones: bool = False,
     ) -> None:
         super().__init__()
+        if bones and num_joints != len(COCO17_PARENT):
+            raise ValueError(f"pose_bones needs the COCO-17 layout, not {num_joints} joints")
         self.motion = motion
         self.normalize = normalize
-        self.proj = nn.Linear(channels + (2 if motion else 0), width)
+        self.bones = bones
+        self.proj = nn.Linear(channels + (2 if motion else 0) + (2 if bones else 0), width)
         self.joint_embed = nn.Parameter(0.02 * torch.randn(num_joints, width))
         self.temporal_embed = nn.Parameter(0.02 * torch.randn(num_frames, width))
+
+    @classmethod
+    def from_config(cls, cfg: PeVLConfig, width: int) -> PoseEmbedding:
+        """The embedding a model config asks for (``pose_*`` fields), with tokens of ``width``."""
+        return cls(
+            cfg.pose_channels, cfg.num_joints, cfg.num_pose_frames, width, cfg.pose_motion, cfg.pose_normalize,
+            cfg.pose_bones,
+        )  # fmt: skip
 
     def forward(self, pose: Tensor) -> Tensor:
         """Embed keypoints ``[B, T, J, C]`` into tokens ``[B, T, J, D]``."""
         pose = pose.to(self.proj.weight.dtype)
         if self.normalize == "clip":
             pose = normalize_per_clip(pose)
+        xy, present = pose[..., :2], (pose[..., 2:3] > 0).to(pose.dtype)
+        extra = []
         if self.motion:
-            xy, present = pose[..., :2], (pose[..., 2:3] > 0).to(pose.dtype)
             step = (xy[:, 1:] - xy[:, :-1]) * present[:, 1:] * present[:, :-1]
-            pose = torch.cat([pose, MOTION_SCALE * F.pad(step, (0, 0, 0, 0, 1, 0))], dim=-1)
+            extra.append(MOTION_SCALE * F.pad(step, (0, 0, 0, 0, 1, 0)))
+        if self.bones:
+            parent = list(COCO17_PARENT)
+            extra.append((xy - xy[:, :, parent]) * present * present[:, :, parent])
+        pose = torch.cat([pose, *extra], dim=-1)
         temporal = resize_temporal_embed(self.temporal_embed, pose.shape[1])
         x = self.proj(pose)
         return x + self.joint_embed.to(x.dtype) + temporal[:, None].to(x.dtype)
@@ -106,9 +135,7 @@ class PoseEncoder(nn.Module):
         self.temporal_attention = cfg.temporal_attention
         self.use_ln_pre = cfg.pose_ln_pre
         self.grad_checkpointing = cfg.grad_checkpointing
-        self.embed = PoseEmbedding(
-            cfg.pose_channels, cfg.num_joints, cfg.num_pose_frames, width, cfg.pose_motion, cfg.pose_normalize
-        )
+        self.embed = PoseEmbedding.from_config(cfg, width)
         self.adapters = nn.ModuleList(
             PoseBlockAdapters(width, cfg.adapter_ratio, cfg.temporal_attention) for _ in range(cfg.clip.vision.layers)
         )

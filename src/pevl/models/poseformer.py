@@ -26,9 +26,7 @@ class PoseFormerEncoder(nn.Module):
     def __init__(self, cfg: PeVLConfig) -> None:
         super().__init__()
         width = cfg.poseformer_width
-        self.embed = PoseEmbedding(
-            cfg.pose_channels, cfg.num_joints, cfg.num_pose_frames, width, cfg.pose_motion, cfg.pose_normalize
-        )
+        self.embed = PoseEmbedding.from_config(cfg, width)
         self.spatial = nn.ModuleList(
             Block(width, cfg.poseformer_heads, 2.0, quick_gelu=False) for _ in range(cfg.poseformer_spatial_layers)
         )

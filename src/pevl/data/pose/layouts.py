@@ -54,6 +54,10 @@ COCO17_BONES: tuple[tuple[int, int], ...] = (
 )  # fmt: skip
 """Pairs of joint indices drawn as limbs."""
 
+COCO17_PARENT: tuple[int, ...] = (0, 0, 0, 1, 2, 0, 0, 5, 6, 7, 8, 5, 6, 11, 12, 13, 14)
+"""A tree over COCO-17 rooted at the nose (eyes, then ears; shoulders, elbows, wrists; shoulder -> hip, knees, ankles):
+joint ``i``'s bone runs from ``COCO17_PARENT[i]`` to ``i``."""
+
 _LIMBS = tuple(
     f"{side}_{part}" for part in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle") for side in ("left", "right")
 )
