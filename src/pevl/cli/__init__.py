@@ -16,6 +16,13 @@ from collections.abc import Sequence
 from pevl.errors import PevlError
 
 
+def add_set_option(parser: argparse.ArgumentParser, description: str) -> None:
+    """Add the repeatable ``--set KEY=VALUE ...`` option (collected into ``args.overrides``) with its help text."""
+    parser.add_argument(
+        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=description
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every sub-command of this package."""
     from pevl import __version__

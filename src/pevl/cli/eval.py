@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pevl.cli import add_set_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``eval`` command."""
@@ -14,15 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Writes metrics.json, per_class.csv, confusion.csv/.png and scores.npy.",
     )
     parser.add_argument("--checkpoint", "-k", required=True, help="checkpoint dir, its model.safetensors, or work dir")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override the saved run config, e.g. --set data.root=/data/diving48",
-    )
+    add_set_option(parser, "override the saved run config, e.g. --set data.root=/data/diving48")
     parser.add_argument("--views", help="test views CLIPSxCROPS, e.g. 3x3 (default: the run config's)")
     parser.add_argument("--split", help="split to evaluate (default: data.test_split, else data.val_split)")
     parser.add_argument("--out", help="report folder (default: <checkpoint>/eval_<split>)")

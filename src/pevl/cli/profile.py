@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from pevl.cli import add_set_option
+
 
 def parse_assignments(items: list[str]) -> dict[str, object]:
     """Parse ``key=value`` strings; values are read as YAML scalars (``2``, ``false``, ``[video, pose]``)."""
@@ -36,15 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--video-frames", type=int, default=8, help="T_v, RGB frames per clip (default 8)")
     parser.add_argument("--pose-frames", type=int, default=32, help="T_p, pose frames per clip (default 32)")
     parser.add_argument("--num-classes", type=int, default=400, help="class texts scored per clip (default 400)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a model config field, e.g. --set num_ucmr_blocks=2",
-    )
+    add_set_option(parser, "override a model config field, e.g. --set num_ucmr_blocks=2")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--list", action="store_true", help="list the presets and exit")
     parser.set_defaults(func=run)

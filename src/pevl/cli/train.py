@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pevl.cli import add_set_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` command."""
@@ -16,15 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "GPUs under `torchrun --nproc-per-node N -m pevl train ...`. Ctrl-C saves a checkpoint; --resume continues.",
     )
     parser.add_argument("--config", "-c", help="YAML run config (see configs/); default: the built-in defaults")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set optim.lr=1e-4 (repeatable)",
-    )
+    add_set_option(parser, "override a config value, e.g. --set optim.lr=1e-4 (repeatable)")
     parser.add_argument("--work-dir", "-w", help="run directory (default: work_dirs/<config name>)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the work dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
