@@ -127,7 +127,7 @@ def bench_backbone(frames: int, repeat: int) -> dict[str, dict[str, float]] | No
 
 def bench_preparation(video: Path, repeat: int) -> float:
     """Seconds to turn a real video into model inputs, BlazePose included (no pose cache)."""
-    from pevl.engine.inference import prepare_clip
+    from pevl.apps.inference import prepare_clip
 
     cfg = get_config("pevl_vit_b16")
     with tempfile.TemporaryDirectory() as empty_cache:  # no cached poses: BlazePose runs every time

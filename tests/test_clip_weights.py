@@ -14,9 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from pevl.errors import PevlError
-from pevl.models.clip import CLIP, CLIP_ARCHITECTURES, CLIPConfig, TextConfig, VisionConfig, resize_pos_embed
-from pevl.models.tokenizer import tokenize
-from pevl.models.weights import (
+from pevl.hub.weights import (
     check_state_dict,
     convert_to_pevl,
     detect_format,
@@ -25,6 +23,8 @@ from pevl.models.weights import (
     read_checkpoint,
     read_torchscript_weights,
 )
+from pevl.models.clip import CLIP, CLIP_ARCHITECTURES, CLIPConfig, TextConfig, VisionConfig, resize_pos_embed
+from pevl.models.tokenizer import tokenize
 from reference_clip import (
     add_openai_release_buffers_,
     build_reference_clip,

@@ -14,7 +14,7 @@ import pytest
 
 from pevl.cli import main
 from pevl.errors import PevlError
-from pevl.models.download import (
+from pevl.hub.download import (
     OPENAI_URLS,
     cached_weights_path,
     canonical_arch,

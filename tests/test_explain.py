@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pevl.apps.attention import BACKGROUND, explain_clip
+from pevl.apps.explain import explain_video
+from pevl.apps.inference import prepare_clip
 from pevl.cli import main as cli_main
 from pevl.engine.builder import load_trained_model
 from pevl.engine.config import load_config
-from pevl.engine.inference import prepare_clip
 from pevl.engine.train import train
 from pevl.models.prompts import split_phrases
-from pevl.viz.attention import BACKGROUND, explain_clip
-from pevl.viz.explain import explain_video
 
 LABELS = ["back takeoff, 2 somersaults, tuck", "forward takeoff, 1 somersault, 0.5 twist, pike", "free position jump"]
 

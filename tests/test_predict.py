@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pevl.apps.demo import DemoSettings, run_demo
+from pevl.apps.inference import parse_labels, predict_video
 from pevl.cli import main as cli_main
 from pevl.engine.config import load_config
-from pevl.engine.demo import DemoSettings, run_demo
-from pevl.engine.inference import parse_labels, predict_video
 from pevl.engine.train import train
 from pevl.errors import PevlError
 

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "create_model", "list_models", "tokenize", "get_config"]
 
 _LAZY = {
-    "create_model": ("pevl.models.presets", "create_model"),
+    "create_model": ("pevl.hub", "create_model"),
     "list_models": ("pevl.models.presets", "list_models"),
     "get_config": ("pevl.models.presets", "get_config"),
     "tokenize": ("pevl.models.tokenizer", "tokenize"),

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo and print where the report is."""
     from dataclasses import replace
 
-    from pevl.engine.demo import DemoSettings, run_demo
+    from pevl.apps.demo import DemoSettings, run_demo
     from pevl.errors import PevlError
 
     settings = DemoSettings()

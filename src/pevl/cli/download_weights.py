@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pevl.models.download import OPENAI_URLS  # standard library only: cheap to import while building the parser
+from pevl.hub.download import OPENAI_URLS  # standard library only: cheap to import while building the parser
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Download (or find in the cache) and print the path."""
-    from pevl.models.download import download_weights
+    from pevl.hub.download import download_weights
 
     path = download_weights(args.arch, cache_dir=args.cache_dir, url=args.url, progress=not args.quiet)
     print(path)

@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     """Write the figures and print where they are."""
     from pathlib import Path
 
-    from pevl.engine.inference import parse_labels
-    from pevl.viz.explain import explain_video, explanation_summary
+    from pevl.apps.explain import explain_video, explanation_summary
+    from pevl.apps.inference import parse_labels
 
     out = args.out or f"explain_{Path(args.video).stem}"
     result = explain_video(

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Predict and print."""
-    from pevl.engine.inference import parse_labels, predict_video
+    from pevl.apps.inference import parse_labels, predict_video
     from pevl.errors import PevlError
 
     if args.top_k < 1:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     """Profile the preset and print a table or JSON."""
     from pevl.errors import PevlError
     from pevl.models.presets import describe_model, list_models
-    from pevl.models.profile import format_profile, profile_model
+    from pevl.tools.profile import format_profile, profile_model
 
     if args.list or not args.preset:
         for name in list_models():

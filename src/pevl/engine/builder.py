@@ -13,9 +13,10 @@ import torch
 from pevl.engine.checkpoint import Checkpoint, load_checkpoint, load_model_state
 from pevl.engine.config import RunConfig
 from pevl.errors import PevlError
+from pevl.hub import create_model
 from pevl.models.config import PeVLConfig
 from pevl.models.pevl import PeVL
-from pevl.models.presets import create_model, get_config
+from pevl.models.presets import get_config
 
 
 def _frame_fields(cfg: RunConfig) -> dict[str, Any]:

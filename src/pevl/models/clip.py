@@ -1,6 +1,6 @@
 """A compact CLIP (ViT image tower + causal text transformer), numerically equal to OpenAI's.
 
-Parameter names are our own (``blocks``, ``qkv``, ``fc1`` ...); :mod:`pevl.models.weights` maps OpenAI and
+Parameter names are our own (``blocks``, ``qkv``, ``fc1`` ...); :mod:`pevl.hub.weights` maps OpenAI and
 open_clip checkpoints onto them key by key. Attention goes through ``F.scaled_dot_product_attention``;
 ``need_weights=True`` switches to an explicit path that also returns the attention probabilities.
 """

@@ -1,4 +1,4 @@
-"""Named model presets in one registry, and the ``create_model`` entry point.
+"""Named model presets in one registry, and ``create_model`` (architecture only; weights: :mod:`pevl.hub`).
 
 Every variant exists on several CLIP architectures: ``<variant>_vit_b16``, ``<variant>_vit_b32``,
 ``<variant>_vit_l14`` and ``<variant>_tiny`` (a few-thousand-times cheaper architecture for tests and demos). The
@@ -115,14 +115,14 @@ def get_config(name: str, **overrides: Any) -> PeVLConfig:
     return dataclasses.replace(PeVLConfig(clip=clip), **fields).replace(**overrides)
 
 
-def create_model(name: str, num_classes: int | None = None, pretrained: str | None = None, **overrides: Any) -> PeVL:
-    """Build a PeVL model from a preset.
+def create_model(name: str, num_classes: int | None = None, **overrides: Any) -> PeVL:
+    """Build a PeVL model from a preset, with random (untrained) CLIP weights.
+
+    :func:`pevl.hub.create_model` (``pevl.create_model``) does the same and also loads pre-trained CLIP weights.
 
     Args:
         name: A preset from :func:`list_models`, e.g. ``"pevl_vit_b16"``.
         num_classes: Number of class texts training uses (checked with labels); any label list can be scored.
-        pretrained: A CLIP checkpoint (OpenAI ``.pt`` or open_clip ``.bin`` / ``.safetensors``), or an architecture
-            name such as ``"ViT-B/16"`` already fetched with ``pevl download-weights``.
         **overrides: :class:`PeVLConfig` fields to change.
 
     Returns:
@@ -130,9 +130,4 @@ def create_model(name: str, num_classes: int | None = None, pretrained: str | No
     """
     if num_classes is not None:
         overrides["num_classes"] = num_classes
-    model = PeVL(get_config(name, **overrides))
-    if pretrained:
-        from pevl.models.weights import load_clip_weights, resolve_pretrained
-
-        load_clip_weights(model.clip, resolve_pretrained(pretrained))
-    return model
+    return PeVL(get_config(name, **overrides))

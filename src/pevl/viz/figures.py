@@ -1,4 +1,4 @@
-"""Drawing the attention figures (Figs. 8-12) from an :class:`~pevl.viz.attention.Explanation`."""
+"""Drawing the attention figures (Figs. 8-12) from an :class:`~pevl.apps.attention.Explanation`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from pevl.data.pose.layouts import COCO17_BONES, COCO17_JOINTS
 from pevl.utils.io import atomic_path
-from pevl.viz.attention import BACKGROUND, Explanation
+from pevl.viz.explanation import BACKGROUND, Explanation
 
 
 def _pyplot() -> Any:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pevl.apps.inference import predict_video
 from pevl.engine.checkpoint import find_latest
 from pevl.engine.config import DataSection, ModelSection, OptimSection, RunConfig, TrainSection
 from pevl.engine.evaluate import run_evaluation
-from pevl.engine.inference import predict_video
 from pevl.engine.logger import read_metrics
 from pevl.engine.train import train
 from pevl.errors import PevlError

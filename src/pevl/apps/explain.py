@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pevl.apps.attention import Explanation, explain_clip
+from pevl.apps.inference import prepare_clip
 from pevl.engine.builder import load_trained_model
-from pevl.engine.inference import prepare_clip
 from pevl.utils.io import atomic_open, write_json
-from pevl.viz.attention import Explanation, explain_clip
 from pevl.viz.figures import plot_concepts, plot_grouping, plot_spatial, plot_temporal
 
 CAPTIONS = {

@@ -32,9 +32,9 @@ import torch
 from torch import Tensor
 
 from pevl.errors import PevlError, file_error, first_line
+from pevl.hub.download import resolve_pretrained
+from pevl.hub.torchscript import read_torchscript_weights
 from pevl.models.clip import CLIP, CLIPConfig, TextConfig, VisionConfig, resize_pos_embed
-from pevl.models.download import resolve_pretrained
-from pevl.models.torchscript import read_torchscript_weights
 
 __all__ = [
     "FORMATS",

@@ -1,0 +1,1 @@
+"""What a user runs on videos: single-clip prediction, explanation figures, the demo."""
