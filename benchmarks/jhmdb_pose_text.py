@@ -38,8 +38,8 @@ DEFAULTS = [
     "model.overrides.freeze_clip=false",
     "model.overrides.clip={embed_dim: 64, vision: {image_size: 32, patch_size: 8, width: 64, layers: 2, heads: 2},"
     " text: {width: 64, layers: 2, heads: 2}}",
-    "data.num_video_frames=8",
-    "data.num_pose_frames=32",
+    "model.overrides.num_video_frames=8",
+    "model.overrides.num_pose_frames=32",
     "data.batch_size=32",
     "data.num_workers=0",
     "data.test_clips=5",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,19 @@ def shared_data() -> Path:
             pytest.fail(reason + " but PEVL_REQUIRE_SHARED_DATA=1")
         pytest.skip(reason)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What commands cache on disk (encoded class texts, poses) goes to a temporary folder, not ``~/.cache/pevl``."""
+    if os.environ.get("PEVL_CACHE"):
+        yield
+        return
+    os.environ["PEVL_CACHE"] = str(tmp_path_factory.mktemp("pevl_cache"))
+    try:
+        yield
+    finally:
+        os.environ.pop("PEVL_CACHE", None)
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,7 @@
-"""Checkpoints: pickle-free round trips, exact resume, key/shape errors, retention, crash safety."""
+"""Checkpoints: safetensors weights, weights-only training state, exact resume, key/shape errors, retention, crashes."""
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 
@@ -184,14 +183,42 @@ def test_per_rank_rng_states_pick_this_rank(tmp_path):
     assert torch.equal(torch.rand(2), expected_rank1)
 
 
-def test_no_pickles_anywhere(tmp_path):
+def test_training_state_is_read_with_weights_only(tmp_path):
     model = Net()
     optimizer = build_optimizer(model, OPTIM)
     model(torch.randn(2, 4)).sum().backward()
     optimizer.step()
-    path = save_checkpoint(tmp_path, model_state=model.state_dict(), optimizer=optimizer, epoch=0, step=1, config={})
-    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "state.json", "state.safetensors"]
-    json.loads((path / "state.json").read_text())
+    sampler = ResumableSampler(12, seed=4)
+    path = save_checkpoint(
+        tmp_path,
+        model_state=model.state_dict(),
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, OPTIM, steps_per_epoch=3),
+        sampler_state=sampler.state_dict(),
+        epoch=0,
+        step=1,
+        config={},
+    )
+    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "state.pt"]
+    state = torch.load(path / "state.pt", weights_only=True)  # tensors and plain containers only
+    assert set(state) >= {"optimizer", "scheduler", "sampler", "rng"}
+
+
+class _Payload:
+    target = None
+
+    def __reduce__(self):
+        return (open, (str(_Payload.target), "w"))
+
+
+def test_a_state_file_that_would_run_code_is_refused(tmp_path):
+    path = save_simple(tmp_path, 1)
+    _Payload.target = tmp_path / "ran"
+    torch.save({"format": "pevl-checkpoint", "rng": _Payload()}, path / "state.pt")
+    with pytest.raises(PevlError, match=r"state\.pt: corrupt checkpoint state") as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)
+    assert not _Payload.target.exists()
 
 
 # ---- the model file --------------------------------------------------------------------------------------------------
@@ -227,7 +254,7 @@ def test_every_way_of_naming_a_checkpoint_works(tmp_path):
     assert find_best(tmp_path) == first
 
 
-def test_shared_modules_are_stored_once_and_restored_under_both_names(tmp_path):
+def test_shared_modules_are_restored_under_both_names(tmp_path):
     model = SharedBackbone()
     path = save_simple(tmp_path, 1, model=model)
     loaded = load_checkpoint(path)
@@ -293,8 +320,8 @@ def test_unreadable_files_give_one_line_errors(tmp_path):
     with pytest.raises(PevlError, match=r"foreign\.safetensors: not a pevl checkpoint"):
         load_checkpoint(foreign)
     path = save_simple(tmp_path / "run", 1)
-    (path / "state.json").write_text("{ truncated")
-    with pytest.raises(PevlError, match=r"state\.json: corrupt checkpoint state"):
+    (path / "state.pt").write_bytes(b"PK truncated")
+    with pytest.raises(PevlError, match=r"state\.pt: corrupt checkpoint state"):
         load_checkpoint(path)
 
 

@@ -77,6 +77,7 @@ def save_torchscript(model: torch.nn.Module, inputs, path, half: bool = False):
 # ---- equality with the reference ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_our_clip_equals_reference_loaded_from_an_openai_torchscript_archive(tmp_path, reference, inputs):
     path = save_torchscript(reference, inputs, tmp_path / "ViT-T-8.pt")
     assert detect_format(read_checkpoint(path)) == "openai"
@@ -421,6 +422,7 @@ def test_truncated_tensor_data_in_an_archive_is_reported(tmp_path, reference, in
     assert str(broken) in str(err.value)
 
 
+@pytest.mark.slow
 def test_corrupted_archive_pickles_fail_cleanly(tmp_path, reference, inputs):
     original = save_torchscript(reference, inputs, tmp_path / "original.pt")
     with zipfile.ZipFile(original) as src:

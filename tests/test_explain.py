@@ -17,14 +17,16 @@ from pevl.engine.config import load_config
 from pevl.engine.train import train
 from pevl.models.prompts import split_phrases
 
+pytestmark = pytest.mark.slow  # every test reads the checkpoints the module trains first
+
 LABELS = ["back takeoff, 2 somersaults, tuck", "forward takeoff, 1 somersault, 0.5 twist, pike", "free position jump"]
 
 
 def _train(root: Path, out: Path, preset: str) -> Path:
     cfg = load_config(
         None,
-        [f"model.preset={preset}", "data.dataset=synthetic", f"data.root={root}", "data.num_video_frames=4",
-         "data.num_pose_frames=8", "data.batch_size=3", "data.num_workers=0", "optim.epochs=1",
+        [f"model.preset={preset}", "data.dataset=synthetic", f"data.root={root}", "model.overrides.num_video_frames=4",
+         "model.overrides.num_pose_frames=8", "data.batch_size=3", "data.num_workers=0", "optim.epochs=1",
          "optim.warmup_epochs=0", "train.eval_interval=0"],
     )  # fmt: skip
     return train(cfg, out, progress=False).checkpoint
@@ -96,7 +98,7 @@ def test_explain_writes_every_figure_for_a_real_video(checkpoints, shared_data, 
          "--out", str(out)]
     )  # fmt: skip
     assert code == 0
-    figures = ["spatial.png", "grouping.png", "temporal.png", "concepts.png", "compare.png"]
+    figures = ["spatial.png", "grouping.png", "temporal.png", "concepts.png", "compare.png", "timeline.png"]
     for name in figures:
         data = (out / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000, name
@@ -105,6 +107,8 @@ def test_explain_writes_every_figure_for_a_real_video(checkpoints, shared_data, 
     numbers = json.loads((out / "explain.json").read_text())
     assert numbers["figures"] == figures
     assert numbers["model"]["predicted"] in LABELS
+    windows = numbers["timeline"]["windows"]  # the timeline of the whole video is on the page too
+    assert windows[0]["start_frame"] == 0 and windows[-1]["end_frame"] == 300
     # Fig. 12 compares both models on the class PeVL predicts.
     assert numbers["comparison"]["predicted"] == numbers["model"]["predicted"]
     assert str(out / "index.html") in capsys.readouterr().out
@@ -113,7 +117,7 @@ def test_explain_writes_every_figure_for_a_real_video(checkpoints, shared_data, 
 def test_vl_baseline_alone_has_only_the_figures_it_can_have(checkpoints, shared_data, tmp_path):
     _, vl = checkpoints
     result = explain_video(shared_data / "videos" / "k400_tai_chi.mp4", vl, tmp_path, labels=LABELS)
-    assert result.files == ["temporal.png"]
+    assert result.files == ["temporal.png", "timeline.png"]
     assert any("no semantic concept attention" in note for note in result.explanation.notes)
     np.testing.assert_allclose(result.explanation.temporal.sum(), 1.0, atol=1e-5)
 

@@ -120,6 +120,7 @@ def test_confusion_csv(tmp_path):
     assert rows[4] == ["d", "0", "0", "0", "0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_classes", [4, 400])
 def test_confusion_png_is_readable_for_small_and_large_label_sets(tmp_path, num_classes):
     rng = np.random.default_rng(0)

@@ -95,6 +95,7 @@ def test_every_preset_runs_forward_and_backward(name):
             assert param.grad is None, param_name
 
 
+@pytest.mark.slow
 def test_frozen_clip_gets_no_gradient_and_adapters_do():
     model = create_model("pevl_tiny")
     out = model(**clip_inputs(model, batch=4), texts=LABELS, labels=torch.tensor([0, 1, 2, 3]))
@@ -142,13 +143,14 @@ def test_ablation_switches_remove_their_parts():
     assert len(create_model("pevl_ucmr3_tiny").ucmr) == 3
 
 
+@pytest.mark.slow
 def test_ablations_change_the_loss_terms():
     labels = torch.tensor([0, 1, 2])
     terms = {}
     for name in ["pevl_tiny", "vl_tiny", "vpt_tiny", "pt_tiny"]:
         model = create_model(name)
         terms[name] = set(model(**clip_inputs(model), texts=LABELS, labels=labels).losses)
-    assert {"loss_content", "loss_sub_fused", "loss_t2v_video", "loss_action_pose"} <= terms["pevl_tiny"]
+    assert {"loss_semantic_guided", "loss_sub_fused", "loss_t2v_video", "loss_action_pose"} <= terms["pevl_tiny"]
     assert terms["vl_tiny"] == {"loss_action_video"}
     assert terms["vpt_tiny"] == {"loss_action_video", "loss_action_pose", "loss_action_fused"}
     assert "loss_sub_pose" in terms["pt_tiny"] and not any("video" in t for t in terms["pt_tiny"])
@@ -179,6 +181,7 @@ def test_loss_at_init_is_about_log_num_classes():
     assert abs(out.loss.item() - math.log(4)) < 0.8
 
 
+@pytest.mark.slow
 def test_tiny_pevl_overfits_a_small_training_set():
     torch.manual_seed(0)
     model = create_model("pevl_tiny")
@@ -248,7 +251,10 @@ def test_bone_channels_carry_each_joint_relative_to_its_parent():
 
     parent = dict(zip(COCO17_JOINTS, (COCO17_JOINTS[i] for i in COCO17_PARENT), strict=True))
     assert parent["left_wrist"] == "left_elbow" and parent["right_ankle"] == "right_knee"
-    embed = PoseEmbedding(3, 17, 8, 16, motion=False, bones=True)
+    from pevl.models.config import COCO17_TREE
+
+    assert COCO17_TREE == COCO17_PARENT  # the model's default tree is the data layout's
+    embed = PoseEmbedding(3, 17, 8, 16, motion=False, bones=True, parents=COCO17_PARENT)
     assert embed.proj.in_features == 5
     seen = []
     embed.proj.register_forward_hook(lambda module, args, out: seen.append(args[0]))
@@ -260,8 +266,8 @@ def test_bone_channels_carry_each_joint_relative_to_its_parent():
     torch.testing.assert_close(bones[0, 0, 9], pose[0, 0, 9, :2] - pose[0, 0, 7, :2])
     assert bones[0, 0, 0].abs().sum() == 0  # the root has no bone
     assert bones[0, 2, 7].abs().sum() == 0 and bones[0, 2, 9].abs().sum() == 0
-    with pytest.raises(ValueError, match="COCO-17"):
-        PoseEmbedding(3, 15, 8, 16, bones=True)
+    with pytest.raises(ValueError, match="parent of each"):
+        PoseEmbedding(3, 15, 8, 16, bones=True, parents=COCO17_PARENT)
 
 
 @torch.no_grad()

@@ -316,15 +316,26 @@ def test_batch_writes_pyskl_skips_bad_videos_and_resumes_from_cache(tmp_path, fa
     assert set(by_name) == {"grey", "bright"}
     grey = by_name["grey"]
     assert grey["total_frames"] == 5 and grey["img_shape"] == (48, 64) and grey["label"] == -1
-    assert (grey["keypoint_score"][0, :, 0] > 0).tolist() == [True, True, True, False, True]
-    np.testing.assert_allclose(grey["keypoint"][0, [0, 2, 4], 0, 0], [60, 90, 120], atol=3)
+    # The black frame 3 is a one-frame detection gap: filled halfway, at half the neighbours' score.
+    assert (grey["keypoint_score"][0, :, 0] > 0).all()
+    np.testing.assert_allclose(grey["keypoint_score"][0, :, 0], [0.5, 0.5, 0.5, 0.25, 0.5])
+    np.testing.assert_allclose(grey["keypoint"][0, [0, 2, 3, 4], 0, 0], [60, 90, 105, 120], atol=3)
+    assert (grey["keypoint_score"][0, :, 3] == 0).all()  # the NaN joint stays missing, never interpolated
+    assert data["split"] == {"all": ["bright", "grey"]}
+    assert summary.found_raw == 7 and summary.found_filled == 8 and summary.total_frames == 8
 
     seen = GreyLevelExtractor.frames_seen
     out.unlink()
-    again = extract_poses(videos, out, backend=fake_backend, cache_dir=tmp_path / "cache", progress=False)
+    again = extract_poses(
+        videos, out, backend=fake_backend, cache_dir=tmp_path / "cache", progress=False, max_gap=0, split_name="val"
+    )
     assert (again.extracted, again.cached, len(again.failed)) == (0, 2, 1)
-    assert GreyLevelExtractor.frames_seen == seen  # nothing re-extracted
-    assert {ann["frame_dir"] for ann in load_pyskl(out)["annotations"]} == {"grey", "bright"}
+    assert GreyLevelExtractor.frames_seen == seen  # nothing re-extracted: the cache holds the raw detections
+    raw = load_pyskl(out)
+    assert {ann["frame_dir"] for ann in raw["annotations"]} == {"grey", "bright"}
+    assert raw["split"] == {"val": ["bright", "grey"]}
+    grey = next(ann for ann in raw["annotations"] if ann["frame_dir"] == "grey")
+    assert (grey["keypoint_score"][0, :, 0] > 0).tolist() == [True, True, True, False, True]
 
 
 class InterruptedOnBrightFrames(GreyLevelExtractor):
@@ -385,7 +396,7 @@ def test_video_list_labels_reach_the_pickle(tmp_path, fake_backend):
     extract_poses(listing, tmp_path / "out.pkl", backend=fake_backend, cache_dir=tmp_path / "c", progress=False)
     data = load_pyskl(tmp_path / "out.pkl")
     assert [(a["frame_dir"], a["label"]) for a in data["annotations"]] == [("a", 4), ("b", 7)]
-    assert data["split"] == {"test_split": ["a", "b"]}
+    assert data["split"] == {"test_split": ["a", "b"], "all": ["a", "b"]}
 
 
 def test_nothing_is_written_when_no_video_can_be_read(tmp_path, fake_backend):
@@ -500,3 +511,68 @@ def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("pevl: error: ") and "nope" in err and "\n" not in err
     assert cli_main(["extract-poses", str(tmp_path), "--out", "o.pkl", "--workers", "0"]) == 2
+
+
+def _grey_frames(folder: Path, levels: list[int]) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i, level in enumerate(levels, start=1):
+        Image.fromarray(np.full((48, 64, 3), level, np.uint8)).save(folder / f"img_{i:05d}.jpg")
+    return folder
+
+
+def test_rawframe_folders_are_videos_for_extract_poses(tmp_path, fake_backend):
+    root = tmp_path / "data"
+    _grey_frames(root / "rawframes" / "v_jump_01", [80, 80, 0, 90])
+    (root / "videos").mkdir()
+    write_video(root / "videos" / "v_run_01.mp4", [100] * 3)
+    out = tmp_path / "out.pkl"
+    summary = extract_poses(root, out, backend=fake_backend, cache_dir=tmp_path / "cache", progress=False)
+    assert (summary.extracted, len(summary.failed)) == (2, 0)
+    by_name = {a["frame_dir"]: a for a in load_pyskl(out)["annotations"]}
+    assert set(by_name) == {"rawframes/v_jump_01", "videos/v_run_01"}
+    assert by_name["rawframes/v_jump_01"]["total_frames"] == 4
+    np.testing.assert_allclose(by_name["rawframes/v_jump_01"]["keypoint"][0, [0, 3], 0, 0], [80, 90], atol=3)
+    # A rawframe folder given directly, and in a rawframe list ('folder total_frames label').
+    single = extract_poses(root / "rawframes" / "v_jump_01", out, backend=fake_backend, cache_dir=tmp_path / "c2",
+                           progress=False)  # fmt: skip
+    assert single.extracted == 1 and load_pyskl(out)["annotations"][0]["frame_dir"] == "v_jump_01"
+    listing = root / "val_rawframes.txt"
+    listing.write_text("rawframes/v_jump_01 4 2\n")
+    extract_poses(listing, out, backend=fake_backend, cache_dir=tmp_path / "c3", progress=False)
+    data = load_pyskl(out)
+    assert [(a["frame_dir"], a["label"]) for a in data["annotations"]] == [("v_jump_01", 2)]
+    assert data["split"] == {"val_rawframes": ["v_jump_01"], "all": ["v_jump_01"]}
+
+
+def test_multi_label_list_lines_give_the_first_label_with_a_warning(tmp_path, fake_backend):
+    write_video(tmp_path / "a.mp4", [80] * 2)
+    listing = tmp_path / "l.txt"
+    listing.write_text("a.mp4 3 5\n")
+    with pytest.warns(UserWarning, match="multi-label"):
+        extract_poses(listing, tmp_path / "o.pkl", backend=fake_backend, cache_dir=tmp_path / "c", progress=False)
+    assert load_pyskl(tmp_path / "o.pkl")["annotations"][0]["label"] == 3
+
+
+@needs_mediapipe
+def test_a_real_clip_as_rawframes_gives_the_poses_of_the_video(shared_data, tmp_path):
+    from PIL import Image
+
+    from pevl.data.video import iter_frames
+
+    video = shared_data / "videos" / "k400_archery.avi"
+    folder = tmp_path / "k400_archery"
+    folder.mkdir()
+    for i, frame in enumerate(iter_frames(video)):
+        if i == 30:
+            break
+        Image.fromarray(frame).save(folder / f"img_{i + 1:05d}.jpg", quality=95)
+    with create_extractor("mediapipe") as extractor:
+        from_video = extractor.extract(list(iter_frames(video))[:30])
+        from_folder = extract_video(folder, extractor)
+    assert from_folder.img_shape == from_video.img_shape == (240, 320) and from_folder.num_frames == 30
+    both = (from_video.keypoint_score > 0.5) & (from_folder.keypoint_score > 0.5)
+    assert both.mean() > 0.5
+    distance = np.linalg.norm(from_video.keypoint - from_folder.keypoint, axis=-1)[both]
+    assert np.median(distance) < 3.0  # JPEG re-encoding moves joints by a pixel or two, no more

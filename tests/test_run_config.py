@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,12 +19,12 @@ from pevl.engine.config import (
     RunConfig,
     TrainSection,
     apply_overrides,
-    check_keys,
     config_changes,
     load_config,
     save_config,
 )
 from pevl.errors import PevlError
+from pevl.utils.typed_config import check_keys
 
 
 def write(path: Path, text: str) -> Path:
@@ -36,7 +37,7 @@ def test_no_file_gives_the_documented_defaults():
     cfg = load_config(None)
     assert cfg == RunConfig()
     assert cfg.model.preset == "pevl_tiny"
-    assert cfg.data.batch_size == 8 and cfg.data.num_pose_frames is None  # None: the preset decides
+    assert cfg.data.batch_size == 8 and cfg.model.overrides == {}  # frame counts: the preset decides
     assert cfg.optim.lr == 3e-4 and cfg.optim.betas == (0.9, 0.98)
     assert cfg.train.keep_last == 2 and cfg.train.amp == "auto"
 
@@ -302,3 +303,137 @@ def test_config_changes_lists_the_dotted_keys_that_differ():
     new = {"model": {"overrides": {}}, "optim": {"lr": 2e-3, "betas": [0.9, 1]}}
     assert config_changes(old, new) == ["model.overrides.pose_bones", "optim.lr"]
     assert config_changes(new, new) == []
+
+
+# ---- typed model overrides: one parser for train, eval and profile ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("model.overrides.p2v=off", "config key 'model.overrides.p2v' must be true or false, got 'off' (write false)"),
+        ("model.overrides.freeze_clip='no'", "'model.overrides.freeze_clip' must be true or false, got 'no'"),
+        ("model.overrides.use_pose=maybe", "config key 'model.overrides.use_pose' must be true or false, got 'maybe'"),
+        ("model.overrides.num_ucmr_blocks=2.0", "config key 'model.overrides.num_ucmr_blocks' must be an integer"),
+        ("model.overrides.num_ucmr_blocks=two", "must be an integer, got 'two'"),
+        ("model.overrides.action_streams=5", "config key 'model.overrides.action_streams' must be a list, got 5"),
+        ("model.overrides.clip={vision: {layers: deep}}", "config key 'model.overrides.clip.vision.layers' must be"),
+        ("model.overrides.num_pose_frames=30", "model.overrides: num_pose_frames (30) must be a multiple"),
+    ],
+)
+def test_model_overrides_are_typed_like_the_run_sections(item, message):
+    with pytest.raises(PevlError) as err:
+        load_config(None, [item])
+    assert str(err.value).startswith(f"--set {item}: ")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_model_overrides_in_a_file_name_the_file(tmp_path):
+    path = write(tmp_path / "run.yaml", 'model:\n  overrides:\n    freeze_clip: "no"\n')
+    with pytest.raises(PevlError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path}: config key 'model.overrides.freeze_clip' must be true or false, got 'no' (write false)"
+    )
+
+
+def test_model_overrides_are_coerced_to_the_field_types():
+    from pevl.engine.builder import model_config
+
+    cfg = load_config(
+        None,
+        [
+            "model.overrides.p2v=false",
+            "model.overrides.logit_scale_init='1e-4'",
+            "model.overrides.adapter_ratio=1",
+            "model.overrides.action_streams=fused",
+            "model.overrides.num_pose_frames=8",
+            "model.overrides.num_video_frames=2",
+        ],
+    )
+    overrides = cfg.model.overrides
+    assert overrides["p2v"] is False
+    assert overrides["logit_scale_init"] == 1e-4 and isinstance(overrides["logit_scale_init"], float)
+    assert overrides["adapter_ratio"] == 1.0 and isinstance(overrides["adapter_ratio"], float)
+    model_cfg = model_config(cfg)
+    assert model_cfg.p2v is False and model_cfg.action_streams == ("fused",)
+    assert (model_cfg.num_video_frames, model_cfg.num_pose_frames) == (2, 8)
+
+
+def test_frame_counts_and_checkpointing_live_in_the_model_section_only():
+    for section, key in (("data", "num_video_frames"), ("data", "num_pose_frames"), ("train", "grad_checkpointing")):
+        with pytest.raises(PevlError) as err:
+            load_config(None, [f"{section}.{key}=1"])
+        assert f"did you mean 'model.overrides.{key}'?" in str(err.value)
+    assert "image_size" not in {f.name for f in dataclasses.fields(DataSection)}
+    cfg = load_config(None, ["model.overrides.grad_checkpointing=true"])
+    assert cfg.model.overrides == {"grad_checkpointing": True}
+
+
+def test_profile_parses_model_fields_with_the_same_parser():
+    from pevl.engine.config import parse_model_overrides
+
+    assert parse_model_overrides(["num_ucmr_blocks=2", "model.overrides.p2v=false", "logit_scale_init=1e-4"]) == {
+        "num_ucmr_blocks": 2,
+        "p2v": False,
+        "logit_scale_init": 1e-4,
+    }
+    with pytest.raises(PevlError) as err:
+        parse_model_overrides(["num_ucmr_blocks=2.0"])
+    assert str(err.value) == "--set num_ucmr_blocks=2.0: config key 'num_ucmr_blocks' must be an integer, got 2.0"
+    with pytest.raises(PevlError, match=r"unknown config key 'num_ucmr' \(did you mean 'num_ucmr_blocks'\?\)"):
+        parse_model_overrides(["num_ucmr=1"])
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("p2v=off", "--set p2v=off: config key 'p2v' must be true or false, got 'off' (write false)"),
+        ("num_ucmr_blocks=two", "--set num_ucmr_blocks=two: config key 'num_ucmr_blocks' must be an integer"),
+        ("use_pose=maybe", "--set use_pose=maybe: config key 'use_pose' must be true or false, got 'maybe'"),
+        ("num_ucmr=2", "--set num_ucmr=2: unknown config key 'num_ucmr' (did you mean 'num_ucmr_blocks'?)"),
+    ],
+)
+def test_pevl_profile_rejects_bad_model_fields_in_one_line(item, message, capsys):
+    from pevl.cli import main
+
+    assert main(["profile", "pevl_tiny", "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert err == f"pevl: error: {message}\n" or (err.startswith(f"pevl: error: {message}") and err.count("\n") == 1)
+
+
+def test_pevl_profile_takes_a_float_in_exponent_form(capsys):
+    from pevl.cli import main
+
+    assert main(["profile", "pevl_tiny", "--json", "--set", "logit_scale_init=1e-4", "num_ucmr_blocks=0"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out), dict)
+
+
+@pytest.mark.parametrize("command", [["train"], ["eval", "-k", "ckpt"], ["profile", "pevl_tiny"]])
+def test_cfg_options_is_an_alias_of_set(command):
+    from pevl.cli import build_parser
+
+    args = build_parser().parse_args([*command, "--cfg-options", "a=1", "b=2", "--set", "c=3", "--cfg-options", "d=4"])
+    assert args.overrides == ["a=1", "b=2", "c=3", "d=4"]
+
+
+def test_an_empty_config_file_warns_in_one_line(tmp_path, capsys):
+    path = write(tmp_path / "run.yaml", "# nothing set yet\n")
+    assert load_config(path) == RunConfig()
+    err = capsys.readouterr().err
+    assert err == f"warning: {path.resolve()}: the config file is empty; every setting takes its default\n"
+    load_config(write(tmp_path / "full.yaml", "optim:\n  lr: 0.1\n"))
+    assert capsys.readouterr().err == ""
+
+
+def test_a_checkpoint_config_of_an_older_release_is_upgraded():
+    from pevl.engine.config import RunConfig
+
+    old = RunConfig().to_dict()
+    old["data"].update({"num_video_frames": 4, "num_pose_frames": 16, "image_size": 64})
+    old["train"]["grad_checkpointing"] = True
+    cfg = RunConfig.from_saved(old)
+    assert cfg.model.overrides["num_video_frames"] == 4 and cfg.model.overrides["num_pose_frames"] == 16
+    assert cfg.model.overrides["grad_checkpointing"] is True
+    with pytest.raises(PevlError, match="model.overrides.num_video_frames"):
+        RunConfig.from_dict(old)  # a user's own file with the old keys is told where they went

@@ -26,8 +26,8 @@ from pevl.engine.train import train
 TINY_RUN = [
     "model.preset=pevl_tiny",
     "data.dataset=synthetic",
-    "data.num_video_frames=2",
-    "data.num_pose_frames=8",
+    "model.overrides.num_video_frames=2",
+    "model.overrides.num_pose_frames=8",
     "data.batch_size=4",
     "data.num_workers=0",
     "optim.epochs=2",
@@ -66,6 +66,7 @@ def final_weights(work_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(find_latest(work_dir) / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_a_tiny_run_trains_evaluates_and_writes_everything(synthetic_root, tmp_path):
     result = train(run_config(synthetic_root), tmp_path / "run", progress=False)
     assert result.epochs_completed == 2 and result.steps == 8  # 16 training clips / 4 per batch x 2 epochs
@@ -89,6 +90,7 @@ def test_a_tiny_run_trains_evaluates_and_writes_everything(synthetic_root, tmp_p
         assert (tmp_path / "eval" / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(synthetic_root, tmp_path, capsys):
     cfg = run_config(synthetic_root)
     train(cfg, tmp_path / "straight", progress=False)
@@ -107,6 +109,7 @@ def test_interrupted_run_resumes_to_the_same_weights(synthetic_root, tmp_path, c
         assert torch.equal(straight[key], again[key]), key
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_the_same_final_weights(synthetic_root, tmp_path):
     command = [
         sys.executable,
@@ -137,6 +140,7 @@ def test_sigkill_and_resume_gives_the_same_final_weights(synthetic_root, tmp_pat
         assert torch.equal(straight[key], resumed[key]), key
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_losses_of_one_with_the_same_global_batch(synthetic_root, tmp_path):
     common = ["--no-progress", "--set", *TINY_RUN, f"data.root={synthetic_root}", "train.eval_interval=0"]
     subprocess.run([sys.executable, "-m", "pevl", "train", *common, "--work-dir", str(tmp_path / "one")],
@@ -163,6 +167,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("pevl: error:") and "missing" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_metrics_jsonl_is_valid_json_per_line(synthetic_root, tmp_path):
     train(run_config(synthetic_root, "optim.epochs=1"), tmp_path / "run", progress=False)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

@@ -5,17 +5,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pevl.models.losses import strength_coefficients, weighted_info_nce
 from pevl.models.presets import create_model, get_config
-from pevl.models.sgmc import SemanticConceptAttention, strength_coefficients, weighted_info_nce
+from pevl.models.sgmc import SemanticConceptAttention
 from pevl.models.ucmr import P2VRefinement, UCMRBlock, V2PRefinement
 
 
 def test_v2p_assignment_splits_every_patch_among_joints_and_background():
     v2p = V2PRefinement(dim=16, background_token=True)
-    pose, patches = torch.randn(2, 2 * 17, 16), torch.randn(2, 9, 16)
+    pose, patches = torch.randn(2, 2, 17, 16), torch.randn(2, 9, 16)
     refined, assign = v2p(pose, patches)
-    assert assign.shape == (2, 2 * 17 + 1, 9)  # w*17 joints + 1 background token, per patch
-    torch.testing.assert_close(assign.sum(dim=1), torch.ones(2, 9))
+    assert assign.shape == (2, 2, 17 + 1, 9)  # per pose frame of the window: 17 joints + 1 background token
+    torch.testing.assert_close(assign.sum(dim=2), torch.ones(2, 2, 9))
     # Zero-initialised MLP: the refinement starts as the identity.
     torch.testing.assert_close(refined, pose)
 
@@ -23,9 +24,9 @@ def test_v2p_assignment_splits_every_patch_among_joints_and_background():
 def test_v2p_hard_assignment_is_one_hot_forward_and_differentiable():
     v2p = V2PRefinement(dim=16, hard=True)
     torch.nn.init.normal_(v2p.mlp[-1].weight)
-    pose = torch.randn(1, 17, 16, requires_grad=True)
+    pose = torch.randn(1, 1, 17, 16, requires_grad=True)
     refined, assign = v2p(pose, torch.randn(1, 4, 16))
-    one_hot = F.one_hot(assign.argmax(dim=1), assign.shape[1]).transpose(1, 2).float()
+    one_hot = F.one_hot(assign.argmax(dim=2), assign.shape[2]).transpose(2, 3).float()
     torch.testing.assert_close(assign.detach(), one_hot, atol=1e-6, rtol=0)
     refined.sum().backward()
     assert v2p.q.weight.grad is not None and v2p.q.weight.grad.abs().sum() > 0
@@ -54,15 +55,18 @@ def test_ucmr_pairs_each_video_frame_with_its_pose_window():
     _, refined2, maps = block(video2, pose)
     changed = (refined2 - refined).abs().flatten(2).amax(-1)[0]
     assert changed[:2].gt(1e-6).all() and changed[2:].le(1e-6).all()
-    assert maps.assignment.shape == (1, 4, 2 * 17 + 1, 16)
+    assert maps.assignment.shape == (1, 4, 2, 17 + 1, 16)
 
 
 def test_strength_coefficients_follow_label_text_discrepancy():
     texts = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), dim=-1)
-    s = strength_coefficients(texts, texts)
-    assert s[0, 1] == 0 and s[0, 0] == 0  # same label text: not a negative at all
+    labels = torch.tensor([0, 0, 1, 2])
+    s = strength_coefficients(texts, texts, labels, labels)
+    assert s[0, 1] == 0 and s[0, 0] == 0  # same label: not a negative at all
     assert s[0, 3] > s[0, 2] > 0  # a more different label is pushed harder
-    torch.testing.assert_close(s.sum(-1), torch.full((4,), 4.0))  # s_ij = B * d_ij / sum_j d_ij
+    # s_j = N_neg * d_j / sum_neg(d): the coefficients average one over each row's true negatives.
+    negatives = (labels[:, None] != labels[None, :]).float().sum(-1)
+    torch.testing.assert_close(s.sum(-1), negatives)
 
 
 def test_weighted_info_nce_with_unit_weights_is_plain_info_nce():
@@ -92,7 +96,7 @@ def test_semantic_concept_attention_rows_sum_to_one_and_match_cosine_for_one_fra
 def test_fusion_starts_as_the_average_of_video_and_pose():
     model = create_model("pevl_tiny")
     video, pose = torch.randn(2, 4, 32), torch.randn(2, 8, 32)
-    frames = model.sgmc.stream_frames(video, pose)
+    frames, _ = model.sgmc.stream_frames(video, pose)
     torch.testing.assert_close(frames["fused"].mean(1), (video.mean(1) + pose.mean(1)) / 2)
 
 

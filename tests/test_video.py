@@ -253,3 +253,93 @@ def test_real_video_random_access_matches_streaming(shared_data, name):
     picked = read_frames(path, wanted)
     for row, index in enumerate(wanted):
         assert np.array_equal(picked[row], everything[index])
+
+
+# --- rawframe folders -----------------------------------------------------------------------------------------
+
+
+def write_rawframes(folder: Path, count: int, start: int = 1, template: str = "img_{:05d}.jpg") -> Path:
+    """A rawframe folder whose frame i shows the number i (JPEG, as MMAction2 extracts them)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(numbered_frame(i)).save(folder / template.format(i + start), quality=95)
+    return folder
+
+
+def test_rawframe_folder_reads_like_a_video(tmp_path):
+    folder = write_rawframes(tmp_path / "v_001", 12)
+    (folder / "flow_x_00001.jpg").write_bytes((folder / "img_00001.jpg").read_bytes())  # optical flow: ignored
+    (folder / "notes.txt").write_text("not a frame")
+    info = probe_video(folder)
+    assert (info.num_frames, info.width, info.height, info.fps, info.codec) == (12, WIDTH, HEIGHT, 0.0, "rawframes")
+    frames = read_frames(folder, [11, 0, 5, 5])
+    assert frames.shape == (4, HEIGHT, WIDTH, 3) and frames.dtype == np.uint8
+    assert [frame_number(f) for f in frames] == [11, 0, 5, 5]
+    assert [frame_number(f) for f in iter_frames(folder)] == list(range(12))
+    with pytest.raises(PevlError, match="frame 12 requested but the folder has 12 frames"):
+        read_frames(folder, [12])
+
+
+def test_rawframes_are_ordered_by_number_whatever_the_start_and_padding(tmp_path):
+    folder = write_rawframes(tmp_path / "zero_based", 11, start=0, template="frame{}.png")  # frame0 ... frame10
+    assert [frame_number(f) for f in iter_frames(folder)] == list(range(11))  # frame10 after frame9, not frame1
+
+
+def test_bad_rawframe_folders_are_one_line_errors(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PevlError, match="empty: a folder without numbered frame images"):
+        probe_video(tmp_path / "empty")
+    folder = write_rawframes(tmp_path / "mixed", 2)
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(folder / "img_00003.jpg")
+    with pytest.raises(PevlError, match="frames of different sizes"):
+        read_frames(folder, [0, 2])
+    (folder / "img_00004.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(PevlError, match="img_00004.jpg: cannot read the frame image"):
+        list(iter_frames(folder))
+
+
+def test_dataset_reads_rawframe_lines_with_offsets_and_start_index(tmp_path):
+    from pevl.data.datasets import DATASETS
+    from pevl.data.datasets.base import ActionDataset
+
+    write_rawframes(tmp_path / "frames" / "clip", 20, start=0)
+    (tmp_path / "train.txt").write_text("clip 5 10 1\n")
+    options = {"with_offset": True, "start_index": 0, "video_dir": str(tmp_path / "frames")}
+    spec = DATASETS["video_list"]("video_list", "train", tmp_path, options)
+    ds = ActionDataset(spec.records, ["a", "b"], use_pose=False, rawframe_start=spec.rawframe_start)
+    start, count, total = ds._video_frames(0, ds.records[0])
+    assert (start, count) == (5, 10)
+    assert [frame_number(f) for f in ds._read(ds.records[0], np.array([0, 9]) + start)] == [5, 14]
+
+
+@pytest.mark.parametrize(("start", "template"), [(1, "img_{:05d}.jpg"), (0, "frame{}.png")])
+def test_rawframe_folder_opens_as_an_ffmpeg_image_sequence(tmp_path, start, template):
+    from pevl.data.rawframes import ffmpeg_image_sequence
+
+    folder = write_rawframes(tmp_path / "clip", 12, start=start, template=template)
+    pattern, fmt, options = ffmpeg_image_sequence(folder)
+    with av.open(pattern, format=fmt, options=options) as container:
+        numbers = [frame_number(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    assert numbers == list(range(12))
+    (folder / template.format(start + 5)).unlink()
+    with pytest.raises(PevlError, match="gaps"):
+        ffmpeg_image_sequence(folder)
+
+
+def test_dataset_reads_a_rawframe_folder_listed_without_a_frame_count(tmp_path):
+    from pevl.data.datasets import DATASETS
+    from pevl.data.datasets.base import ActionDataset
+
+    write_rawframes(tmp_path / "clip", 7, start=0, template="frame{}.png")
+    (tmp_path / "train.txt").write_text("clip 1\n")
+    # As MMAction2 reads it, "clip 1" names a frame folder of 1 frame, unlabelled: say the list holds videos.
+    with pytest.raises(PevlError, match="line 1: no label"):
+        DATASETS["video_list"]("video_list", "train", tmp_path, {})
+    spec = DATASETS["video_list"]("video_list", "train", tmp_path, {"list_kind": "videos"})
+    ds = ActionDataset(spec.records, ["a", "b"], use_pose=False)
+    assert ds._video_frames(0, ds.records[0])[:2] == (0, 7)
+    assert [frame_number(f) for f in ds._read(ds.records[0], np.array([6, 0]))] == [6, 0]

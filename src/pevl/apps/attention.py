@@ -63,7 +63,7 @@ def _temporal(
     stream = next(s for s in ("fused", "pose", "video") if s in frames)
     text = model.encode_class_texts(texts)
     sim = F.normalize(frames[stream][0].float(), dim=-1) @ F.normalize(text.sentence[predicted].float(), dim=-1)
-    temporal = (model.sgmc.logit_scale.exp().float() * sim).softmax(dim=0)
+    temporal = (model.sgmc.scale * sim).softmax(dim=0)
     source = f"softmax over frames of the {stream} frame-text similarity (no SGMC in this model)"
     return temporal.cpu().numpy(), frame_numbers[stream], source, None
 
@@ -126,20 +126,21 @@ def explain_clip(
     if maps is not None and maps.p2v is not None:
         frame_tokens = maps.p2v[0].float().mean(dim=(1, 2))  # [T_v, w*J]: mean over heads and frame tokens
         per_joint = frame_tokens.view(frame_tokens.shape[0], -1, num_joints).mean(dim=1)
-        expl.joint_weights = (per_joint / per_joint.sum(dim=-1, keepdim=True)).cpu().numpy()
+        expl.joint_weights = (per_joint / per_joint.sum(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
         patches = maps.p2v_patches[0].float().mean(dim=1)  # [T_v, w*J, N]: mean over heads
         heat = (frame_tokens.unsqueeze(-1) * patches).sum(dim=1)
-        heat = heat / heat.sum(dim=-1, keepdim=True)
+        heat = heat / heat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         expl.patch_heat = heat.view(-1, grid_side, grid_side).cpu().numpy()
     elif model.config.use_pose and model.config.use_video:
         expl.notes.append("This model has no P2V-R, so there is no spatial attention over joints and patches.")
     if maps is not None and maps.assignment is not None:
-        assignment = maps.assignment[0].float()  # [T_v, w*J (+1), N]
+        # The V2P-R groups of the pose frame aligned with each RGB frame (the one whose joints are drawn): its 17
+        # joints + the background token, exactly the softmax the model takes (a missing joint has no share).
+        window = model.config.pose_window
+        assignment = maps.assignment[0, :, window // 2].float()  # [T_v, J (+1), N]
         best = assignment.argmax(dim=1)
-        has_background = assignment.shape[1] % num_joints == 1
-        groups = torch.where(
-            has_background & (best == assignment.shape[1] - 1), torch.full_like(best, BACKGROUND), best % num_joints
-        )
+        has_background = assignment.shape[1] == num_joints + 1
+        groups = torch.where(has_background & (best == num_joints), torch.full_like(best, BACKGROUND), best)
         expl.grouping = groups.view(-1, grid_side, grid_side).cpu().numpy()
     elif model.config.use_pose and model.config.use_video:
         expl.notes.append("This model has no V2P-R, so there is no background-token grouping.")

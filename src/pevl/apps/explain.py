@@ -1,9 +1,9 @@
 """``pevl explain``: the paper's attention figures for any video, and an ``index.html`` that shows them.
 
 Writes to the output folder: ``spatial.png`` (Fig. 8), ``grouping.png`` (Fig. 9), ``temporal.png`` (Fig. 10),
-``concepts.png`` (Fig. 11), ``compare.png`` (Fig. 12, with a second checkpoint of the VL baseline), ``explain.json``
-(the numbers behind them) and ``index.html``. Figures a model cannot have (no UCMR in the VL baseline, say) are left
-out with a note on the page.
+``concepts.png`` (Fig. 11), ``compare.png`` (Fig. 12, with a second checkpoint of the VL baseline), ``timeline.png``
+(sliding-window actions over the whole video), ``explain.json`` (the numbers behind them) and ``index.html``.
+Figures a model cannot have (no UCMR in the VL baseline, say) are left out with a note on the page.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from typing import Any
 
 from pevl.apps.attention import Explanation, explain_clip
 from pevl.apps.inference import prepare_clip
+from pevl.apps.stream import run_timeline
+from pevl.apps.timeline import plot_timeline
 from pevl.engine.builder import load_trained_model
+from pevl.engine.evaluate import check_finite_scores, check_finite_weights
 from pevl.utils.io import atomic_open, write_json
 from pevl.viz.figures import plot_concepts, plot_grouping, plot_spatial, plot_temporal
 
@@ -29,6 +32,8 @@ CAPTIONS = {
     "concepts.png": "Semantic concept attention (Fig. 11): each phrase of the predicted label over the frames (mean "
     "over the phrase's words).",
     "compare.png": "VL baseline vs PeVL (Fig. 12): temporal attention of both models on the same clip.",
+    "timeline.png": "Action timeline: the top-1 action of sliding windows over the whole video (height = its "
+    "probability) and the merged segments below, as pevl predict --timeline computes them.",
 }
 
 
@@ -40,6 +45,7 @@ class ExplainResult:
     files: list[str] = field(default_factory=list)  # figure file names, in page order
     explanation: Explanation | None = None
     comparison: Explanation | None = None
+    warnings: list[str] = field(default_factory=list)  # content problems of the video, one line each
 
 
 def _numbers(expl: Explanation) -> dict[str, Any]:
@@ -139,8 +145,10 @@ def explain_video(
     out = Path(out_dir)
     result = ExplainResult(out)
     explanations: list[Explanation] = []
+    timeline = None
     for path in [checkpoint] + ([compare] if compare else []):
         loaded = load_trained_model(path)
+        check_finite_weights(loaded.model, loaded.checkpoint.path)
         names = list(labels) if labels else loaded.classes
         coarse = None if labels else loaded.coarse
         clip = prepare_clip(video, loaded.model.config, pose_file=pose_file, pose_layout=pose_layout)
@@ -150,6 +158,10 @@ def explain_video(
         if explanations and explanations[0].predicted_label in names:
             target = names.index(explanations[0].predicted_label)
         explanations.append(explain_clip(loaded.model, clip, names, coarse, model_name=preset, target=target))
+        check_finite_scores(explanations[-1].probabilities[None], loaded.checkpoint.path)
+        result.warnings += [w for w in clip.warnings if w not in result.warnings]
+        if timeline is None:  # the first model's timeline of the whole video
+            timeline = run_timeline(video, loaded.model, names, coarse, pose_file=pose_file, pose_layout=pose_layout)
     expl = explanations[0]
     result.explanation = expl
     out.mkdir(parents=True, exist_ok=True)  # only once the video and checkpoints are known to be good
@@ -163,7 +175,10 @@ def explain_video(
     if len(explanations) > 1:
         result.comparison = explanations[1]
         result.files.append(plot_temporal(explanations[::-1], out / "compare.png", title="VL vs PeVL").name)
+    assert timeline is not None
+    result.files.append(plot_timeline(timeline, out / "timeline.png").name)
     numbers = {"video": str(video), "figures": result.files, "model": _numbers(expl)}
+    numbers["timeline"] = timeline.to_dict(top_k)
     if result.comparison is not None:
         numbers["comparison"] = _numbers(result.comparison)
     write_json(out / "explain.json", numbers)

@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pevl.engine.builder import autocast, load_trained_model
-from pevl.errors import PevlError, file_error
+from pevl.engine.builder import autocast, load_trained_model, resolve_amp
+from pevl.engine.evaluate import check_finite_scores, check_finite_weights
+from pevl.errors import PevlError
 from pevl.models.config import PeVLConfig
 from pevl.models.pevl import PeVL, PeVLOutput
+from pevl.models.text_encoder import TextFeatures
 
 
 @dataclass
@@ -34,43 +36,12 @@ class ClipInput:
     pose_indices: np.ndarray  # [T_p] frame numbers
     pose_source: str  # "file", "cache" or "extracted"
     seconds: dict[str, float] = field(default_factory=dict)  # decode / pose timings
+    warnings: list[str] = field(default_factory=list)  # content problems, one line each naming the video
 
     @property
     def detected_fraction(self) -> float:
         """Fraction of pose frames where a person was found."""
         return float((self.keypoint_score > 0).any(axis=-1).mean()) if len(self.keypoint_score) else 0.0
-
-
-def _main_person(keypoint: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The person track with the highest mean score: ``[M, T, J, 2] -> [T, J, 2]``."""
-    best = int(np.argmax(score.reshape(score.shape[0], -1).mean(axis=1))) if score.shape[0] > 1 else 0
-    return keypoint[best], score[best]
-
-
-def _poses_from_file(
-    pose_file: Path, video: Path, layout: str | None
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """The video's annotation in a PYSKL pickle: by ``frame_dir`` (path without extension, or stem), or the only one."""
-    from pevl.data.pose.layouts import to_coco17
-    from pevl.data.pose.pyskl import load_pyskl
-
-    annotations = load_pyskl(pose_file)["annotations"]
-    wanted = {video.stem, str(video.with_suffix("")), video.name}
-    matches = [a for a in annotations if str(a["frame_dir"]) in wanted or Path(str(a["frame_dir"])).name == video.stem]
-    if not matches and len(annotations) == 1:
-        matches = annotations
-    if not matches:
-        raise file_error(pose_file, f"no annotation for {video.name} (frame_dir {video.stem!r})")
-    ann = matches[0]
-    keypoint = np.asarray(ann["keypoint"], dtype=np.float32)
-    score = ann.get("keypoint_score")
-    if keypoint.shape[-1] == 3:
-        score, keypoint = keypoint[..., 2], keypoint[..., :2]
-    score = np.ones(keypoint.shape[:-1], np.float32) if score is None else np.asarray(score, np.float32)
-    if keypoint.shape[-2] != 17 or layout:
-        keypoint, score = to_coco17(keypoint, score, layout or "coco17")
-    img_shape = tuple(int(v) for v in ann.get("img_shape") or ann.get("original_shape"))
-    return keypoint, score, img_shape  # type: ignore[return-value]
 
 
 def prepare_clip(
@@ -103,6 +74,10 @@ def prepare_clip(
     """
     from pevl.data.pose.base import create_extractor
     from pevl.data.pose.cache import PoseCache
+    from pevl.data.pose.gaps import fill_gaps
+    from pevl.data.pose.pyskl import SkeletonFile
+    from pevl.data.pose.tracking import main_person
+    from pevl.data.quality import content_warnings
     from pevl.data.sampling import sample_clip_indices
     from pevl.data.transforms import ClipTransform
     from pevl.data.video import probe_video, read_frames
@@ -129,19 +104,30 @@ def prepare_clip(
         if pose_file is not None or cached is not None:
             # Poses of every frame of the video: take the sampled ones.
             if pose_file is not None:
-                all_keypoint, all_score, img_shape = _poses_from_file(Path(pose_file), video, pose_layout)
+                person = SkeletonFile(pose_file, pose_layout).video_poses(
+                    video, num_frames=info.num_frames, frame_shape=img_shape
+                )
+                all_keypoint, all_score, img_shape = person.keypoint, person.score, person.img_shape
                 source = "file"
             else:
-                all_keypoint, all_score, img_shape = cached.keypoint, cached.keypoint_score, cached.img_shape
+                all_keypoint, all_score = main_person(*fill_gaps(cached.keypoint, cached.keypoint_score))
+                img_shape = cached.img_shape
                 source = "cache"
-            all_keypoint, all_score = _main_person(all_keypoint, all_score)
             rows = np.clip(pose_idx, 0, all_keypoint.shape[0] - 1)
             keypoint, score = all_keypoint[rows], all_score[rows]
         else:
-            # Estimate poses on the sampled frames only (what the model needs), tracking along the clip.
-            with create_extractor(pose_backend) as extractor:
-                sequence = extractor.extract(list(decoded), fps=info.fps)
-            main_keypoint, main_score = _main_person(sequence.keypoint, sequence.keypoint_score)
+            # Estimate poses on the sampled frames only (what the model needs), tracking along the clip; kept on
+            # disk, so predicting the same video again skips the estimator (pevl.apps.pose_clip_cache).
+            from pevl.apps.pose_clip_cache import clip_pose_path, read_clip_poses, write_clip_poses
+
+            entry = clip_pose_path(video, unique, pose_backend)
+            stored = read_clip_poses(entry, len(unique))
+            if stored is None:
+                with create_extractor(pose_backend) as extractor:
+                    sequence = extractor.extract(list(decoded), fps=info.fps)
+                stored = main_person(sequence.keypoint, sequence.keypoint_score)
+                write_clip_poses(entry, *stored)
+            main_keypoint, main_score = stored
             keypoint, score = main_keypoint[inverse], main_score[inverse]
             source = "extracted"
     seconds["pose"] = time.perf_counter() - started
@@ -155,6 +141,8 @@ def prepare_clip(
         score if model_cfg.use_pose else None,
         img_shape,
     )
+    consequence = "the prediction rests on the video alone" if model_cfg.use_video else "the pose-only score is noise"
+    warnings = content_warnings(video, info, score if model_cfg.use_pose else None, consequence)
     return ClipInput(
         out.get("video"),
         out.get("pose"),
@@ -166,19 +154,26 @@ def prepare_clip(
         pose_idx,
         source,
         seconds,
+        warnings,
     )
 
 
 def parse_labels(labels: str | None) -> list[str] | None:
-    """``--labels``: a file with one label per line, or ``"a;b;c"``; ``None`` keeps the checkpoint's classes."""
+    """``--labels``: a label-map file (one label per line, ``id: name``, JSON, ...), or ``"a;b;c"``.
+
+    ``None`` keeps the checkpoint's classes.
+    """
     if labels is None:
         return None
     path = Path(labels)
-    if path.is_file():
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not names:
-            raise file_error(path, "no labels in the file")
-        return names
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a long list of labels is no valid file name (ENAMETOOLONG)
+        is_file = False
+    if is_file:
+        from pevl.data.datasets.lists import read_class_names
+
+        return read_class_names(path)  # any label-map format (one per line, "id: name", JSON, pbtxt)
     names = [part.strip() for part in labels.split(";") if part.strip()]
     if len(names) < 2:
         raise PevlError(f"--labels {labels!r}: give a label file or at least two labels separated by ';'")
@@ -187,7 +182,7 @@ def parse_labels(labels: str | None) -> list[str] | None:
 
 def run_model(
     model: PeVL, clip: ClipInput, labels: Sequence[str], coarse: Sequence[str] | None, amp: str = "auto",
-    need_weights: bool = False,
+    need_weights: bool = False, texts: TextFeatures | None = None,
 ) -> tuple[np.ndarray, PeVLOutput]:  # fmt: skip
     """Class probabilities of a prepared clip (crops averaged) and the model output.
 
@@ -196,19 +191,21 @@ def run_model(
         clip: From :func:`prepare_clip`.
         labels: Label texts to score.
         coarse: Coarse action types of the labels, or ``None``.
-        amp: Precision (``auto`` = bf16 autocast for inference).
+        amp: Precision (``auto``: see :func:`pevl.engine.builder.resolve_amp`).
         need_weights: Also collect attention maps.
+        texts: The labels' encoded texts when already at hand (e.g. from the text cache); else encoded here.
 
     Returns:
         Probabilities ``[C]`` and the :class:`PeVLOutput` of the crops.
     """
     device = next(model.parameters()).device
-    texts = model.build_class_texts(list(labels), list(coarse) if coarse else None)
+    if texts is None:
+        texts = model.build_class_texts(list(labels), list(coarse) if coarse else None)
     inputs = {
         "video": clip.video.to(device) if clip.video is not None else None,
         "pose": clip.pose.to(device) if clip.pose is not None else None,
     }
-    with torch.no_grad(), autocast(device, amp, training=False):
+    with torch.no_grad(), autocast(device, amp, training=False, width=model.config.clip.vision.width):
         out = model(**inputs, texts=texts, need_weights=need_weights)
     probs = out.logits.float().softmax(dim=-1).mean(dim=0)
     return probs.cpu().numpy(), out
@@ -224,6 +221,8 @@ def predict_video(
     pose_backend: str = "mediapipe",
     crops: int = 1,
     amp: str = "auto",
+    text_cache: bool = True,
+    text_cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Top-k actions of a video (the library function behind ``pevl predict``).
 
@@ -236,11 +235,15 @@ def predict_video(
         pose_layout: Joint layout of ``pose_file`` if not COCO-17.
         pose_backend: Pose extractor for on-the-fly estimation.
         crops: 1 or 3 spatial crops.
-        amp: Precision (``auto`` = bf16 autocast on CPU and GPU).
+        amp: Precision (``auto``: see :func:`pevl.engine.builder.resolve_amp`).
+        text_cache: Keep the encoded label texts on disk (:mod:`pevl.apps.text_cache`): later runs with the same
+            checkpoint and labels skip the text encoder.
+        text_cache_dir: Its folder (default ``$PEVL_CACHE/texts``).
 
     Returns:
         A JSON-ready dict: ``video``, ``checkpoint``, ``top_k`` (label, index, probability), frame indices,
-        pose source and detection rate, and timings.
+        pose source and detection rate, and timings (``seconds``: load, decode, pose, texts, model;
+        ``texts_cached``).
     """
     started = time.perf_counter()
     loaded = load_trained_model(checkpoint)
@@ -251,11 +254,27 @@ def predict_video(
             raise PevlError(f"{checkpoint}: the checkpoint names no classes; pass --labels")
     else:
         coarse = None
+    check_finite_weights(loaded.model, loaded.checkpoint.path)
+    model = loaded.model
+    device = next(model.parameters()).device
+    dtype = resolve_amp(device, amp, training=False, width=model.config.clip.vision.width)
     load_seconds = time.perf_counter() - started
-    clip = prepare_clip(video, loaded.model.config, crops=crops, pose_file=pose_file, pose_layout=pose_layout,
+    clip = prepare_clip(video, model.config, crops=crops, pose_file=pose_file, pose_layout=pose_layout,
                         pose_backend=pose_backend)  # fmt: skip
     started = time.perf_counter()
-    probs, _ = run_model(loaded.model, clip, labels, coarse, amp)
+    texts_cached = False
+    if text_cache:
+        from pevl.apps.text_cache import TextFeatureCache
+
+        cache = TextFeatureCache(loaded.checkpoint.model_file, text_cache_dir)
+        features, texts_cached = cache.get_or_encode(model, labels, coarse, dtype)
+    else:
+        with torch.no_grad(), autocast(device, amp, training=False, width=model.config.clip.vision.width):
+            features = model.encode_class_texts(model.build_class_texts(list(labels), list(coarse) if coarse else None))
+    texts_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    probs, _ = run_model(model, clip, labels, coarse, amp, texts=features)
+    check_finite_scores(probs[None], loaded.checkpoint.path)
     model_seconds = time.perf_counter() - started
     order = np.argsort(-probs)[: max(1, min(top_k, len(labels)))]
     return {
@@ -264,11 +283,15 @@ def predict_video(
         "top_k": [{"label": labels[i], "index": int(i), "probability": round(float(probs[i]), 6)} for i in order],
         "video_frames": [int(i) for i in clip.video_indices],
         "pose_frames": [int(i) for i in clip.pose_indices],
-        "pose_source": clip.pose_source,
-        "person_detected_fraction": round(clip.detected_fraction, 4),
+        "pose_source": clip.pose_source,  # "none" for a video-only model: it uses no poses
+        "person_detected_fraction": round(clip.detected_fraction, 4) if loaded.model.config.use_pose else None,
+        "warnings": clip.warnings,
         "seconds": {
             "load": round(load_seconds, 3),
             **{k: round(v, 3) for k, v in clip.seconds.items()},
+            "texts": round(texts_seconds, 3),
             "model": round(model_seconds, 3),
         },  # fmt: skip
+        "texts_cached": texts_cached,
+        "precision": "fp32" if dtype is None else str(dtype).removeprefix("torch."),
     }

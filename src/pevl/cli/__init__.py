@@ -17,9 +17,19 @@ from pevl.errors import PevlError
 
 
 def add_set_option(parser: argparse.ArgumentParser, description: str) -> None:
-    """Add the repeatable ``--set KEY=VALUE ...`` option (collected into ``args.overrides``) with its help text."""
+    """Add the repeatable ``--set KEY=VALUE ...`` option (collected into ``args.overrides``) with its help text.
+
+    ``--cfg-options`` is the same option under MMAction2's name.
+    """
     parser.add_argument(
-        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=description
+        "--set",
+        "--cfg-options",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{description}; --cfg-options is the same option",
     )
 
 

@@ -28,19 +28,24 @@ def run(args: argparse.Namespace) -> int:
 
     from pevl.apps.demo import DemoSettings, run_demo
     from pevl.errors import PevlError
+    from pevl.utils.io import check_output_dir
 
     settings = DemoSettings()
     changes = {"epochs": args.epochs, "per_class": args.per_class, "num_classes": args.classes, "seed": args.seed}
     changes = {k: v for k, v in changes.items() if v is not None}
     if any(v < (0 if k == "seed" else 1) for k, v in changes.items()):
         raise PevlError("--epochs, --per-class and --classes must be positive, --seed non-negative")
+    check_output_dir(args.out, "demo folder")  # before minutes of work
     result = run_demo(args.out, replace(settings, **changes), progress=not args.no_progress)
     print()
     for name, m in result.metrics.items():
+        on_train = result.train_metrics.get(name, {}).get("top1", float("nan"))
         print(
             f"{name:12s} top1 {100 * m['top1']:5.1f}  top5 {100 * m['top5']:5.1f}  "
-            f"mean class {100 * m['mean_class_accuracy']:5.1f}"
+            f"mean class {100 * m['mean_class_accuracy']:5.1f}  (top1 on its training clips {100 * on_train:5.1f})"
         )
+    classes = replace(settings, **changes).num_classes
+    print(f"chance: top1 {100 / classes:.1f}, top5 {100 * min(5, classes) / classes:.1f} ({classes} classes)")
     print("ran without pretrained CLIP weights (random init, trained from scratch on synthetic data)")
     print(f"report: {result.report}")
     return 0

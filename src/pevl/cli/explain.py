@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +32,13 @@ def run(args: argparse.Namespace) -> int:
 
     from pevl.apps.explain import explain_video, explanation_summary
     from pevl.apps.inference import parse_labels
+    from pevl.errors import PevlError
+    from pevl.utils.io import check_output_dir
 
+    if args.top_k < 1:
+        raise PevlError(f"--top-k must be at least 1, got {args.top_k}")
     out = args.out or f"explain_{Path(args.video).stem}"
+    check_output_dir(out)  # before the models run
     result = explain_video(
         args.video,
         args.checkpoint,
@@ -43,5 +49,7 @@ def run(args: argparse.Namespace) -> int:
         pose_layout=args.pose_layout,
         top_k=args.top_k,
     )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(explanation_summary(result))
     return 0

@@ -41,7 +41,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``pevl make-synthetic``."""
     from pevl.data.synthetic import make_synthetic
+    from pevl.utils.io import check_output_dir
 
+    check_output_dir(args.out, "dataset folder")  # before any clip is rendered
     meta = make_synthetic(
         args.out,
         num_classes=args.classes,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+
+from pevl.cli._timeline import add_timeline_options, run_timeline_command, wants_timeline
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Decode a video, get its poses (a pose file, the extract-poses cache, or estimated on the fly) "
         "and print the most likely actions. --labels scores any label texts, not only the trained classes.",
     )
-    parser.add_argument("video", help="the video file")
+    parser.add_argument("video", help="the video file ('-', a URL or a device for live input: see timeline)")
     parser.add_argument("--checkpoint", "-k", required=True, help="checkpoint dir or its model.safetensors")
     parser.add_argument("--labels", help='label file (one per line) or "a;b;c" (default: the trained classes)')
     parser.add_argument("--top-k", type=int, default=5, help="how many actions to print (default 5)")
@@ -26,16 +29,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--amp",
         default="auto",
         choices=("auto", "bf16", "off"),
-        help="precision: auto = bf16 autocast (fast on CPUs with AMX/AVX-512), off = fp32",
+        help="precision: auto = bf16 autocast where it is faster (GPUs; CPUs with AMX/AVX512-BF16 for ViT-B and "
+        "wider models), else fp32; off = fp32",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--no-text-cache",
+        action="store_true",
+        help="encode the label texts again instead of reading them from $PEVL_CACHE/texts",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="print where the time went (stderr)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (JSON lines for live input)")
+    add_timeline_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Predict and print."""
+    import time
+
+    if wants_timeline(args):
+        return run_timeline_command(args)
+
+    started = time.perf_counter()
     from pevl.apps.inference import parse_labels, predict_video
     from pevl.errors import PevlError
+
+    import_seconds = time.perf_counter() - started
 
     if args.top_k < 1:
         raise PevlError("--top-k must be at least 1")
@@ -49,14 +68,32 @@ def run(args: argparse.Namespace) -> int:
         pose_backend=args.pose_backend,
         crops=args.crops,
         amp=args.amp,
+        text_cache=not args.no_text_cache,
     )
+    if args.verbose:
+        _print_timings(result, import_seconds, time.perf_counter() - started)
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(
-        f"{result['video']}  (poses: {result['pose_source']}, person in "
-        f"{100 * result['person_detected_fraction']:.0f}% of pose frames)"
-    )
+    if result["person_detected_fraction"] is None:
+        print(f"{result['video']}  (video-only model: no poses used)")
+    else:
+        print(
+            f"{result['video']}  (poses: {result['pose_source']}, person in "
+            f"{100 * result['person_detected_fraction']:.0f}% of pose frames)"
+        )
     for rank, item in enumerate(result["top_k"], 1):
         print(f"{rank:>2}. {100 * item['probability']:6.2f}%  {item['label']}")
     return 0
+
+
+def _print_timings(result: dict, import_seconds: float, total_seconds: float) -> None:
+    """The ``--verbose`` breakdown of the command's time, one stage per line, on stderr."""
+    seconds = {"imports": import_seconds, **result["seconds"]}
+    cached = " (cached)" if result.get("texts_cached") else ""
+    for stage, value in seconds.items():
+        print(f"{stage + (cached if stage == 'texts' else ''):>16}: {value:7.3f} s", file=sys.stderr)
+    print(f"{'total':>16}: {total_seconds:7.3f} s (precision {result.get('precision', '?')}; interpreter start "
+          "not included)", file=sys.stderr)  # fmt: skip

@@ -1,4 +1,4 @@
-"""``pevl train --config FILE [--set key=value ...] [--work-dir DIR] [--resume]``."""
+"""``pevl train --config FILE [--set key=value ...] [--work-dir DIR] [--resume [CHECKPOINT]]``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", "-c", help="YAML run config (see configs/); default: the built-in defaults")
     add_set_option(parser, "override a config value, e.g. --set optim.lr=1e-4 (repeatable)")
     parser.add_argument("--work-dir", "-w", help="run directory (default: work_dirs/<config name>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the work dir")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CHECKPOINT",
+        help="continue from this checkpoint (a checkpoint dir, its model.safetensors or a work dir), or from the "
+        "latest one in the work dir when none is given",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.set_defaults(func=run)
 
@@ -38,19 +46,29 @@ def resolve_work_dir(config: str | None, work_dir: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Load the config and train."""
-    from pevl.engine.config import load_config
+    from pevl.engine.checkpoint import CHECKPOINTS_DIR, load_checkpoint, locate_checkpoint
+    from pevl.engine.config import RunConfig, apply_overrides, load_config
     from pevl.engine.train import train
     from pevl.errors import PevlError
 
-    work_dir = resolve_work_dir(args.config, args.work_dir)
+    resume = args.resume
+    work_dir_arg = args.work_dir
+    if isinstance(resume, str):  # --resume CHECKPOINT: its run's work dir unless --config / --work-dir say otherwise
+        resume = locate_checkpoint(resume)
+        if not (args.config or work_dir_arg) and resume.parent.name == CHECKPOINTS_DIR:
+            work_dir_arg = str(resume.parent.parent)
+    work_dir = resolve_work_dir(args.config, work_dir_arg)
     config = args.config
     saved = work_dir / "config.yaml"
-    if config is None and args.resume:
-        if not saved.is_file():
-            raise PevlError(f"{saved}: not found; give --config FILE to resume with")
+    if config is None and resume and saved.is_file():
         config = str(saved)
-    cfg = load_config(config, args.overrides)  # no config file: the defaults, changed by --set
-    result = train(cfg, work_dir, resume=args.resume, progress=not args.no_progress)
+    if config is None and isinstance(resume, Path):  # a new work dir: the run config the checkpoint holds
+        cfg = apply_overrides(RunConfig.from_saved(load_checkpoint(resume).config), args.overrides)
+    elif config is None and resume:
+        raise PevlError(f"{saved}: not found; give --config FILE to resume with")
+    else:
+        cfg = load_config(config, args.overrides)  # no config file: the defaults, changed by --set
+    result = train(cfg, work_dir, resume=resume, progress=not args.no_progress)
     if result.interrupted:
         print(f"interrupted after {result.steps} steps; checkpoint {result.checkpoint}", file=sys.stderr)
         print(f"continue with: pevl train --work-dir {work_dir} --resume", file=sys.stderr)

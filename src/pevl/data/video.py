@@ -6,6 +6,9 @@ so a portrait clip comes out portrait. A frame's index is its position in the de
 order), counted from 0; timestamps are never turned into indices with ``pts * fps``, which is wrong for
 variable-frame-rate videos.
 
+A folder of numbered images (MMAction2 "rawframes", ``img_00001.jpg``) is read as a video too, by
+:mod:`pevl.data.rawframes`: :func:`probe_video`, :func:`iter_frames` and :func:`read_frames` accept one.
+
 Long videos are never held whole: :func:`read_frames` keeps only the frames it was asked for and, where the
 container has reliable timestamps, seeks to the keyframe before a wanted frame instead of decoding the gap.
 """
@@ -50,6 +53,8 @@ class VideoInfo:
         rotation: Counter-clockwise rotation in degrees (0, 90, 180 or 270) applied to the stored frames to
             display them, as in FFmpeg's display matrix; a phone's portrait recording usually has 270.
         codec: Decoder name, e.g. ``"h264"``, ``"vp9"``, ``"mpeg4"``.
+        declared_frames: Frame count the container header announces (0 when it gives none); far more than
+            ``num_frames`` means a truncated file (see :attr:`truncated`).
     """
 
     path: Path
@@ -59,6 +64,12 @@ class VideoInfo:
     height: int
     rotation: int
     codec: str
+    declared_frames: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the header announces clearly more frames than can be decoded (a cut-off download or copy)."""
+        return self.declared_frames - self.num_frames > max(2, 0.05 * self.declared_frames)
 
 
 @dataclass(frozen=True)
@@ -241,7 +252,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     container header, which is often missing or wrong; one frame is decoded to learn the display orientation.
 
     Args:
-        path: A video file (mp4, avi, webm, mkv, ...).
+        path: A video file (mp4, avi, webm, mkv, ...) or a rawframe folder.
 
     Returns:
         The :class:`VideoInfo`.
@@ -252,6 +263,8 @@ def probe_video(path: str | Path) -> VideoInfo:
     import av
 
     path = Path(path)
+    if path.is_dir():
+        return _probe_rawframes(path)
     table = _packet_table(path)
     if table.num_frames == 0:
         raise file_error(path, "the video stream holds no frames")
@@ -273,16 +286,25 @@ def probe_video(path: str | Path) -> VideoInfo:
             height=int(height),
             rotation=orientation.rotation,
             codec=stream.codec_context.name,
+            declared_frames=int(stream.frames or 0),
         )
     finally:
         container.close()
+
+
+def _probe_rawframes(folder: Path) -> VideoInfo:
+    """:class:`VideoInfo` of a rawframe folder (no frame rate: 0.0; codec ``"rawframes"``)."""
+    from pevl.data.rawframes import probe_rawframes
+
+    info = probe_rawframes(folder)
+    return VideoInfo(folder, info.num_frames, 0.0, info.width, info.height, 0, "rawframes")
 
 
 def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Decode every frame of a video, one at a time.
 
     Args:
-        path: A video file.
+        path: A video file or a rawframe folder.
 
     Yields:
         RGB ``uint8`` frames ``[H, W, 3]`` in display orientation, in display order.
@@ -294,6 +316,11 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
     import av
 
     path = Path(path)
+    if path.is_dir():
+        from pevl.data.rawframes import iter_rawframes
+
+        yield from iter_rawframes(path)
+        return
     container, stream = _open(path)
     orientation: _Orientation | None = None
     index = 0
@@ -319,7 +346,7 @@ def read_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
     through the gap without converting the frames it passes.
 
     Args:
-        path: A video file.
+        path: A video file or a rawframe folder.
         indices: Display-order frame indices, each in ``[0, num_frames)``.
 
     Returns:
@@ -332,6 +359,10 @@ def read_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
     import av
 
     path = Path(path)
+    if path.is_dir():
+        from pevl.data.rawframes import read_rawframes
+
+        return read_rawframes(path, list(indices))
     wanted = np.asarray(list(indices), dtype=np.int64).reshape(-1)
     if wanted.size == 0:
         info = probe_video(path)

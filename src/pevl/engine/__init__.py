@@ -3,7 +3,7 @@
 Modules (imported on demand, so that ``import pevl.engine`` stays cheap):
 
 - :mod:`pevl.engine.config` -- YAML run configs with ``_base_`` inheritance and ``--set`` overrides.
-- :mod:`pevl.engine.checkpoint` -- pickle-free, atomic checkpoints (safetensors + JSON) and RNG state.
+- :mod:`pevl.engine.checkpoint` -- atomic checkpoints: safetensors weights, a weights-only training state.
 - :mod:`pevl.engine.metrics` -- top-k, mean class accuracy, confusion matrices, multi-view averaging.
 - :mod:`pevl.engine.distributed` -- torchrun set-up, feature gathering for contrastive losses.
 - :mod:`pevl.engine.sampler` -- a sharded sampler that resumes mid-epoch.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,36 +14,29 @@ import torch
 from pevl.engine.checkpoint import Checkpoint, load_checkpoint, load_model_state
 from pevl.engine.config import RunConfig
 from pevl.errors import PevlError
-from pevl.hub import create_model
 from pevl.models.config import PeVLConfig
 from pevl.models.pevl import PeVL
 from pevl.models.presets import get_config
 
 
-def _frame_fields(cfg: RunConfig) -> dict[str, Any]:
-    frames: dict[str, Any] = {}
-    if cfg.data.num_video_frames is not None:
-        frames["num_video_frames"] = cfg.data.num_video_frames
-    if cfg.data.num_pose_frames is not None:
-        frames["num_pose_frames"] = cfg.data.num_pose_frames
-    return frames
+def model_config(cfg: RunConfig, **extra: Any) -> PeVLConfig:
+    """The PeVL config a run trains: the preset changed by ``model.overrides`` (then ``extra``)."""
+    return get_config(cfg.model.preset, **cfg.model.overrides, **extra)
 
 
-def model_config(cfg: RunConfig) -> PeVLConfig:
-    """The PeVL config a run trains: the preset, the run's frame counts, then ``model.overrides``."""
-    return get_config(cfg.model.preset, **_frame_fields(cfg), **cfg.model.overrides)
-
-
-def build_model(cfg: RunConfig, num_classes: int | None = None, **extra: Any) -> PeVL:
-    """Create the run's model, loading the CLIP weights named by ``model.pretrained``.
+def build_model(model_cfg: PeVLConfig, pretrained: str | None = None) -> PeVL:
+    """Create a model from its config, loading the CLIP weights ``pretrained`` names (``model.pretrained``).
 
     Args:
-        cfg: The run config.
-        num_classes: Number of training classes.
-        **extra: More :class:`PeVLConfig` fields (e.g. ``grad_checkpointing``), applied last.
+        model_cfg: The model config (:func:`model_config`, built once per run).
+        pretrained: A CLIP weight file or architecture name; ``None`` keeps the random initialisation.
     """
-    fields = {**_frame_fields(cfg), **cfg.model.overrides, **extra}
-    return create_model(cfg.model.preset, num_classes=num_classes, pretrained=cfg.model.pretrained, **fields)
+    model = PeVL(model_cfg)
+    if pretrained:
+        from pevl.hub.weights import load_clip_weights, resolve_pretrained
+
+        load_clip_weights(model.clip, resolve_pretrained(pretrained))
+    return model
 
 
 def build_dataset(
@@ -78,7 +72,7 @@ def build_dataset(
         train=train,
         num_video_frames=model_cfg.num_video_frames,
         num_pose_frames=model_cfg.num_pose_frames,
-        image_size=data.image_size or model_cfg.clip.vision.image_size,
+        image_size=model_cfg.clip.vision.image_size,
         num_clips=1 if train else (num_clips or data.test_clips),
         num_crops=1 if train else (num_crops or data.test_crops),
         use_video=model_cfg.use_video,
@@ -95,26 +89,106 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def autocast(device: torch.device, mode: str, training: bool) -> contextlib.AbstractContextManager:
-    """The mixed-precision context of a run.
+BF16_MIN_WIDTH = 256
+"""Narrowest transformer for which ``amp: auto`` uses bf16 on a CPU: below it the casts cost more than bf16 saves."""
 
-    ``auto`` is bf16 on GPU for training and evaluation, and bf16 on CPU for evaluation and inference only (on CPUs
-    with AMX/AVX-512 it is several times faster with the same embeddings); ``off`` is full precision.
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (x86 AVX512-BF16 or AMX-BF16, Arm BF16).
+
+    Read from ``/proc/cpuinfo``; ``False`` where it is absent (macOS, Windows), which keeps fp32 there.
+    """
+    try:
+        return cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return False
+
+
+def cpuinfo_has_bf16(cpuinfo: str) -> bool:
+    """Whether a ``/proc/cpuinfo`` text lists native bf16 instructions (``avx512_bf16``, ``amx_bf16``, ``bf16``)."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def resolve_amp(device: torch.device, mode: str, training: bool, width: int | None = None) -> torch.dtype | None:
+    """The autocast dtype a precision mode means here (``None``: full fp32).
+
+    ``auto`` is bf16 on GPUs (training and inference). On a CPU it keeps fp32 for training (bf16 autocast made a
+    training step several times slower there) and picks bf16 for inference only where it is faster: the CPU has
+    native bf16 (:func:`cpu_has_native_bf16`) and the model's image tower is at least :data:`BF16_MIN_WIDTH` wide
+    (ViT-B/16: 768, 1.4x to 2x faster; the tiny and JHMDB-width models, 64 wide, are faster in fp32). The measurements
+    behind the rule are in ``docs/benchmarks.md``.
+
+    Args:
+        device: Where the model runs.
+        mode: ``auto``, ``bf16``, ``fp16`` or ``off``.
+        training: Training or inference.
+        width: Token width of the model's image tower (``model.config.clip.vision.width``); ``None`` = wide.
+
+    Returns:
+        ``torch.bfloat16``, ``torch.float16`` or ``None``.
+
+    Raises:
+        PevlError: ``fp16`` on a CPU.
+    """
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device.type != "cpu":
+            return torch.bfloat16
+        wide = width is None or width >= BF16_MIN_WIDTH
+        return torch.bfloat16 if not training and wide and cpu_has_native_bf16() else None
+    if mode == "fp16" and device.type == "cpu":
+        raise PevlError("train.amp=fp16 needs a GPU; use bf16 or off on the CPU")
+    return torch.float16 if mode == "fp16" else torch.bfloat16
+
+
+def autocast(
+    device: torch.device, mode: str, training: bool, width: int | None = None
+) -> contextlib.AbstractContextManager:
+    """The mixed-precision context of a run: autocast to :func:`resolve_amp`'s dtype, or nothing for fp32.
 
     Args:
         device: Where the model runs.
         mode: ``auto``, ``bf16``, ``fp16`` or ``off``.
         training: Training (``auto`` keeps fp32 on CPU) or inference.
+        width: Token width of the model's image tower, for ``auto`` on a CPU.
 
     Returns:
         A context manager.
     """
-    if mode == "off" or (mode == "auto" and device.type == "cpu" and training):
+    dtype = resolve_amp(device, mode, training, width)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.float16 if mode == "fp16" else torch.bfloat16
-    if device.type == "cpu" and dtype == torch.float16:
-        raise PevlError("train.amp=fp16 needs a GPU; use bf16 or off on the CPU")
     return torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def skip_random_init() -> Iterator[None]:
+    """Build modules without filling their weights with random numbers (the ``torch.nn.init`` functions do nothing).
+
+    For a model whose every weight is about to be replaced by a checkpoint's: ViT-B/16 PeVL is built in a tenth
+    of the time. Not thread-safe: it patches ``torch.nn.init`` while the block runs.
+    """
+    init = torch.nn.init
+    names = [name for name in dir(init) if name.endswith("_") and not name.startswith("_")]
+    saved = {name: getattr(init, name) for name in names}
+
+    def keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return tensor
+
+    try:
+        for name in names:
+            setattr(init, name, keep)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(init, name, fn)
 
 
 @dataclass
@@ -140,10 +214,11 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
     model_cfg = checkpoint.extra.get("model_config")
     if not model_cfg:
         raise PevlError(f"{checkpoint.model_file}: no model config in the checkpoint (not written by `pevl train`?)")
-    model = PeVL(PeVLConfig.from_dict(model_cfg))
-    load_model_state(model, checkpoint)
+    with skip_random_init():  # every weight comes from the checkpoint
+        model = PeVL(PeVLConfig.from_dict(model_cfg))
+    load_model_state(model, checkpoint, assign=True)  # the memory-mapped tensors themselves: no copy
     model.to(device).eval()
-    run_config = RunConfig.from_dict(checkpoint.config) if checkpoint.config else None
+    run_config = RunConfig.from_saved(checkpoint.config) if checkpoint.config else None
     return LoadedModel(model, list(checkpoint.extra.get("classes") or []), checkpoint.extra.get("coarse"),
                        run_config, checkpoint)  # fmt: skip
 

@@ -1,12 +1,12 @@
-"""Checkpoints without pickles: safetensors for tensors, JSON for everything else, written atomically.
+"""Checkpoints: the weights as safetensors (the release file), the training state as a tensor-only ``torch.save``.
 
 Layout of a work dir::
 
     <work_dir>/checkpoints/
         epoch_0003_step_000001200/
-            model.safetensors    model weights; its metadata holds the run config, epoch, step, metrics, extra
-            state.safetensors    optimiser / scheduler tensors and torch RNG states, under flattened names
-            state.json           the rest: optimiser param groups, scheduler, sampler position, Python/numpy RNG
+            model.safetensors    model weights; its metadata holds the run config, epoch, step, metrics, extra (JSON)
+            state.pt             optimiser, scheduler, sampler position and RNG states: tensors in plain containers,
+                                 read back with ``torch.load(weights_only=True)`` (no code can run while loading)
         latest                   text pointer: the name of the newest checkpoint directory
         best                     text pointer: the name of the best one (kept whatever ``keep_last`` says)
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -28,21 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from pevl.engine.rng import capture_rng, restore_rng
 from pevl.errors import PevlError, file_error
-from pevl.utils.io import atomic_open
+from pevl.utils.io import apply_umask, atomic_open
 
 FORMAT = "pevl-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
-STATE_FILE = "state.json"
-STATE_TENSORS_FILE = "state.safetensors"
+STATE_FILE = "state.pt"
 LATEST = "latest"
 BEST = "best"
 _NAME_RE = re.compile(r"^epoch_(\d+)_step_(\d+)(?:-(\d+))?$")
@@ -70,103 +69,8 @@ class Checkpoint:
         return self.path if self.path.is_file() else self.path / MODEL_FILE
 
 
-# ---- lossless JSON + tensor codec -----------------------------------------------------------------------------------
-
-_MARKERS = ("__tensor__", "__tuple__", "__dict__", "__ndarray__", "__npscalar__")
-
-
-def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """Turn ``obj`` into JSON data, moving tensors into ``tensors`` under flattened dotted names."""
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj
-    if isinstance(obj, torch.Tensor):
-        name, n = path, 1
-        while name in tensors:
-            name, n = f"{path}#{n}", n + 1
-        tensors[name] = obj
-        return {"__tensor__": name}
-    if isinstance(obj, np.ndarray):
-        return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype), "shape": list(obj.shape)}
-    if isinstance(obj, np.generic):
-        return {"__npscalar__": obj.item(), "dtype": str(obj.dtype)}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]}
-    if isinstance(obj, list):
-        return [_encode(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]
-    if isinstance(obj, Mapping):
-        if all(isinstance(k, str) and k not in _MARKERS for k in obj):
-            return {k: _encode(v, f"{path}.{k}", tensors) for k, v in obj.items()}
-        return {"__dict__": [[_encode(k, path, tensors), _encode(v, f"{path}.{k}", tensors)] for k, v in obj.items()]}
-    raise TypeError(f"cannot store {type(obj).__name__} at '{path}' in a checkpoint (no pickles)")
-
-
-def _decode(data: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
-    """Inverse of :func:`_encode`."""
-    if isinstance(data, list):
-        return [_decode(v, tensors) for v in data]
-    if not isinstance(data, dict):
-        return data
-    if "__tensor__" in data:
-        return tensors[data["__tensor__"]]
-    if "__tuple__" in data:
-        return tuple(_decode(v, tensors) for v in data["__tuple__"])
-    if "__dict__" in data:
-        return {_decode(k, tensors): _decode(v, tensors) for k, v in data["__dict__"]}
-    if "__ndarray__" in data:
-        return np.asarray(data["__ndarray__"], dtype=data["dtype"]).reshape(data["shape"])
-    if "__npscalar__" in data:
-        return np.dtype(data["dtype"]).type(data["__npscalar__"])
-    return {k: _decode(v, tensors) for k, v in data.items()}
-
-
-def _tensor_refs(data: Any) -> list[str]:
-    if isinstance(data, list):
-        return [ref for v in data for ref in _tensor_refs(v)]
-    if isinstance(data, dict):
-        if "__tensor__" in data:
-            return [data["__tensor__"]]
-        return [ref for v in data.values() for ref in _tensor_refs(v)]
-    return []
-
-
 def _to_json(obj: Any) -> str:
     return json.dumps(obj, allow_nan=True, separators=(",", ":"))
-
-
-# ---- safetensors I/O ------------------------------------------------------------------------------------------------
-
-
-def _prepare_tensors(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """CPU, contiguous, unshared tensors for safetensors; identical tensors under two names become aliases.
-
-    PeVL shares one frozen ViT between its video and pose encoders, so a state dict can name the same tensor
-    twice: it is stored once and the second name recorded as an alias.
-    """
-    out: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    seen_views: dict[tuple[Any, ...], str] = {}
-    seen_storage: set[int] = set()
-    for name, tensor in state.items():
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"model state entry '{name}' is a {type(tensor).__name__}, not a tensor")
-        tensor = tensor.detach()
-        if tensor.numel() == 0:
-            out[name] = tensor.cpu().contiguous()
-            continue
-        storage = tensor.untyped_storage().data_ptr()
-        view = (storage, tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
-        if view in seen_views:
-            aliases[name] = seen_views[view]
-            continue
-        seen_views[view] = name
-        whole = tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
-        if storage in seen_storage or not whole or not tensor.is_contiguous():
-            tensor = tensor.clone(memory_format=torch.contiguous_format)
-        seen_storage.add(storage)
-        out[name] = tensor.cpu()
-    return out, aliases
 
 
 def _fsync(path: Path) -> None:
@@ -179,9 +83,20 @@ def _fsync(path: Path) -> None:
             os.close(fd)
 
 
-def _write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
-    save_file(dict(tensors), str(path), metadata=dict(metadata))
-    _fsync(path)
+def _safetensors_ready(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors of which no two share memory (safetensors refuses shared or strided tensors)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"model state entry '{name}' is a {type(tensor).__name__}, not a tensor")
+        tensor = tensor.detach().cpu()
+        storage = tensor.untyped_storage().data_ptr()
+        if (tensor.numel() and storage in seen) or not tensor.is_contiguous():
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        seen.add(storage)
+        out[name] = tensor
+    return out
 
 
 def _read_safetensors(path: Path, device: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -308,46 +223,32 @@ def save_checkpoint(
         name = f"{base}-{rev}"
     final = root / name
 
-    config = json.loads(_to_json(dict(config)))
-    meta_extra = json.loads(_to_json(dict(extra or {})))
-    meta_metrics = json.loads(_to_json(dict(metrics or {})))
-    model_tensors, aliases = _prepare_tensors(model_state)
     model_meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
-        "config": _to_json(config),
+        "config": _to_json(dict(config)),
         "epoch": str(int(epoch)),
         "step": str(int(step)),
-        "metrics": _to_json(meta_metrics),
-        "extra": _to_json(meta_extra),
-        "aliases": _to_json(aliases),
+        "metrics": _to_json(dict(metrics or {})),
+        "extra": _to_json(dict(extra or {})),
     }
-    state_tensors: dict[str, torch.Tensor] = {}
-    optimizer_state = optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer
-    scheduler_state = scheduler.state_dict() if hasattr(scheduler, "state_dict") else scheduler
     state = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "epoch": int(epoch),
         "step": int(step),
-        "config": config,
-        "metrics": meta_metrics,
-        "extra": meta_extra,
-        "optimizer": _encode(optimizer_state, "optimizer", state_tensors),
-        "scheduler": _encode(scheduler_state, "scheduler", state_tensors),
-        "sampler": _encode(dict(sampler_state) if sampler_state is not None else None, "sampler", state_tensors),
-        "rng": _encode([dict(s) for s in (rng_states or [capture_rng()])], "rng", state_tensors),
+        "optimizer": optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer,
+        "scheduler": scheduler.state_dict() if hasattr(scheduler, "state_dict") else scheduler,
+        "sampler": dict(sampler_state) if sampler_state is not None else None,
+        "rng": [dict(s) for s in (rng_states or [capture_rng()])],
     }
-    state_tensors, state_aliases = _prepare_tensors(state_tensors)
-    state["tensor_aliases"] = state_aliases
-
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
     try:
-        _write_safetensors(tmp / MODEL_FILE, model_tensors, model_meta)
-        _write_safetensors(tmp / STATE_TENSORS_FILE, state_tensors, {"format": FORMAT})
-        with atomic_open(tmp / STATE_FILE, "w") as f:
-            f.write(json.dumps(state, allow_nan=True))
-        _fsync(tmp)
+        save_file(_safetensors_ready(model_state), str(tmp / MODEL_FILE), metadata=model_meta)
+        torch.save(state, tmp / STATE_FILE)
+        for written in (tmp / MODEL_FILE, tmp / STATE_FILE, tmp):
+            _fsync(written)
+        apply_umask(tmp, directory=True)  # mkdtemp made it 0700 whatever the umask
         os.replace(tmp, final)
         _fsync(root)
     except BaseException:
@@ -380,8 +281,13 @@ def _prune(root: Path, keep_last: int, current: Path) -> None:
 # ---- loading --------------------------------------------------------------------------------------------------------
 
 
-def _locate(path: Path) -> Path:
-    """Resolve what a user passed (checkpoint dir, its model file, a pointer file, a work dir) to a path to read."""
+def locate_checkpoint(path: str | Path) -> Path:
+    """Resolve what a user passed (checkpoint dir, its model file, a pointer file, a work dir) to a path to read.
+
+    Raises:
+        PevlError: Nothing to read there.
+    """
+    path = Path(path).expanduser()
     if path.is_file():
         if path.name in (LATEST, BEST):
             target = _read_pointer(path.parent, path.name)
@@ -405,15 +311,19 @@ def _model_from_file(model_file: Path, device: str) -> tuple[dict[str, torch.Ten
     tensors, metadata = _read_safetensors(model_file, device)
     if metadata.get("format") != FORMAT:
         raise file_error(model_file, "not a pevl checkpoint (its safetensors metadata has no pevl format tag)")
-    try:
-        aliases = json.loads(metadata.get("aliases", "{}"))
-    except json.JSONDecodeError as err:
-        raise file_error(model_file, f"corrupt checkpoint metadata 'aliases' ({err})") from None
-    for alias, target in aliases.items():
-        if target not in tensors:
-            raise file_error(model_file, f"alias '{alias}' names a missing tensor '{target}'")
-        tensors[alias] = tensors[target]
     return tensors, metadata
+
+
+def _read_state(state_file: Path) -> dict[str, Any]:
+    """The training state, read with ``weights_only=True``: tensors and plain containers only, no code."""
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise file_error(state_file, f"corrupt checkpoint state ({problem})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise file_error(state_file, "not a pevl checkpoint state file")
+    return state
 
 
 def _meta_json(model_file: Path, metadata: Mapping[str, str], key: str, default: Any) -> Any:
@@ -439,7 +349,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> Checkpoint:
     Raises:
         PevlError: The path is missing, not a pevl checkpoint, or corrupt (naming the file).
     """
-    location = _locate(Path(path).expanduser())
+    location = locate_checkpoint(path)
     model_file = location if location.is_file() else location / MODEL_FILE
     model_state, metadata = _model_from_file(model_file, device)
     config = _meta_json(model_file, metadata, "config", {})
@@ -459,32 +369,12 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> Checkpoint:
     if location.is_file():
         return checkpoint
 
-    state_file = location / STATE_FILE
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise file_error(state_file, f"corrupt checkpoint state ({err})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise file_error(state_file, "not a pevl checkpoint state file")
-    tensors_file = location / STATE_TENSORS_FILE
-    tensors: dict[str, torch.Tensor] = {}
-    if tensors_file.exists():
-        tensors, _ = _read_safetensors(tensors_file, "cpu")
-    for alias, target in (state.get("tensor_aliases") or {}).items():
-        if target in tensors:
-            tensors[alias] = tensors[target]
-    sections = ("optimizer", "scheduler", "sampler", "rng")
-    missing = [ref for key in sections for ref in _tensor_refs(state.get(key)) if ref not in tensors]
-    if missing:
-        raise file_error(tensors_file, f"tensor '{missing[0]}' referenced by {STATE_FILE} is missing")
-    checkpoint.optimizer_state = _decode(state.get("optimizer"), tensors)
-    checkpoint.scheduler_state = _decode(state.get("scheduler"), tensors)
-    checkpoint.sampler_state = _decode(state.get("sampler"), tensors)
-    checkpoint.rng = _decode(state.get("rng"), tensors)
+    state = _read_state(location / STATE_FILE)
+    checkpoint.optimizer_state = state.get("optimizer")
+    checkpoint.scheduler_state = state.get("scheduler")
+    checkpoint.sampler_state = state.get("sampler")
+    checkpoint.rng = state.get("rng")
     checkpoint.epoch, checkpoint.step = int(state.get("epoch", epoch)), int(state.get("step", step))
-    checkpoint.config = state.get("config", config)
-    checkpoint.metrics = state.get("metrics", checkpoint.metrics)
-    checkpoint.extra = state.get("extra", checkpoint.extra)
     return checkpoint
 
 
@@ -498,6 +388,7 @@ def load_model_state(
     strict: bool = True,
     *,
     source: str | Path | None = None,
+    assign: bool = False,
 ) -> tuple[list[str], list[str]]:
     """Copy weights into ``model`` after checking every key and shape.
 
@@ -506,6 +397,8 @@ def load_model_state(
         state: A state dict or a :class:`Checkpoint`.
         strict: Fail on missing or unexpected keys; mis-shaped keys always fail.
         source: The file named in errors (taken from the checkpoint when ``state`` is one).
+        assign: Make the model use the checkpoint's tensors themselves (memory-mapped, no copy) instead of
+            copying them into its own.
 
     Returns:
         The missing and unexpected keys (both empty when ``strict``).
@@ -535,7 +428,7 @@ def load_model_state(
     if strict and unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise PevlError(f"{label}: unexpected model key '{unexpected[0]}'{more} (not in the model)")
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=assign)
     return missing, unexpected
 
 

@@ -9,7 +9,10 @@ A run is described by four frozen sections (model, data, optim, train). Files fo
       options: {_delete_: true, subset: gym99}   # _delete_ replaces the inherited mapping instead of merging
 
 Every key is checked: an unknown one fails with the closest valid key, naming the file (or the ``--set``) that
-introduced it, e.g. ``run.yaml: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)``.
+introduced it, e.g. ``run.yaml: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)``. Every value is typed,
+``model.overrides`` included (against the fields of :class:`pevl.models.config.PeVLConfig`): ``2.0`` is not an
+integer and ``off`` / ``"no"`` are not booleans (write ``false``). Model settings (frame counts, image size,
+gradient checkpointing) live in the model config only: ``model.overrides.num_pose_frames=16``.
 """
 
 from __future__ import annotations
@@ -24,22 +27,22 @@ from typing import Any, ClassVar
 
 import yaml
 
-from pevl.errors import PevlError, file_error
+from pevl.errors import PevlError
 from pevl.utils.io import atomic_open
 from pevl.utils.typed_config import (
     DELETE_KEY,
     ConfigKeyError,
-    check_keys,
+    coerce_mapping,
     coerce_value,
     field_types,
     plain,
     suggest,
 )
-from pevl.utils.yaml_io import dump_yaml, parse_yaml
+from pevl.utils.yaml_io import BASE_KEY, deep_merge, dump_yaml, leaf_paths, load_tree, parse_yaml
 
-BASE_KEY = "_base_"
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 OPTIMIZERS = ("adamw", "sgd")
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 def _coerce_fields(obj: Any) -> None:
@@ -66,7 +69,7 @@ class ModelSection:
 
     preset: str = "pevl_tiny"  # a named preset of pevl.models.presets (pevl_vit_b16, vl_vit_b16, pevl_tiny, ...)
     pretrained: str | None = None  # CLIP weights: OpenAI .pt, open_clip .bin/.safetensors, or "ViT-B/16" (downloaded)
-    overrides: dict[str, Any] = field(default_factory=dict)  # PeVLConfig fields changed from the preset
+    overrides: dict[str, Any] = field(default_factory=dict)  # PeVLConfig fields changed from the preset (typed)
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -86,9 +89,6 @@ class DataSection:
     test_split: str | None = None  # split of `pevl eval`; None = val_split
     pose_file: str | None = None  # dataset-provided poses (PYSKL pickle); None = extract and cache
     pose_cache_dir: str | None = None  # where extracted poses are cached; None = <work_dir>/poses
-    num_video_frames: int | None = None  # T_v, "Video (L)": RGB frames per clip; None = the preset's (8 for ViT)
-    num_pose_frames: int | None = None  # T_p, "Video (H)": pose frames per clip (a multiple of T_v); None = preset's
-    image_size: int | None = None  # side of the square crop fed to the video encoder; None = the CLIP input size
     batch_size: int = 8  # clips per process (the global batch is batch_size x world size x grad_accum_steps)
     num_workers: int = 2  # DataLoader worker processes per training process
     test_clips: int = 1  # temporal views per video at test time (scores averaged with test_crops)
@@ -98,9 +98,8 @@ class DataSection:
     def __post_init__(self) -> None:
         _coerce_fields(self)
         _require(bool(self.dataset), "data.dataset", "a dataset name", self.dataset)
-        for name in ("num_video_frames", "num_pose_frames", "image_size", "batch_size", "test_clips", "test_crops"):
-            value = getattr(self, name)
-            _require(value is None or value >= 1, f"data.{name}", ">= 1", value)
+        for name in ("batch_size", "test_clips", "test_crops"):
+            _require(getattr(self, name) >= 1, f"data.{name}", ">= 1", getattr(self, name))
         _require(self.num_workers >= 0, "data.num_workers", ">= 0", self.num_workers)
 
 
@@ -146,8 +145,8 @@ class TrainSection:
     section_name: ClassVar[str] = "train"
 
     seed: int = 0  # base seed; each process adds its rank
-    amp: str = "auto"  # "auto" = bf16 autocast on GPU, off on CPU; "bf16", "fp16" or "off" to force
-    grad_checkpointing: bool = False  # recompute encoder blocks in backward to save memory
+    amp: str = "auto"  # "auto" = bf16 autocast on GPU, fp32 for CPU training; "bf16", "fp16" or "off" to force
+    compile: bool = False  # torch.compile the training forward (GPU: faster steps after a one-off compile)
     eval_interval: int = 1  # evaluate every N epochs (0 = never during training)
     save_interval: int = 1  # checkpoint every N epochs (an interrupted run also saves where it stopped)
     keep_last: int = 2  # most recent checkpoints kept besides `best` (0 keeps them all)
@@ -155,6 +154,7 @@ class TrainSection:
     tensorboard: bool = False  # also write TensorBoard events (needs the tensorboard package)
     max_steps: int | None = None  # stop after this many optimiser steps (smoke runs); None = all epochs
     save_every_steps: int = 0  # also checkpoint every N optimiser steps inside an epoch (0 = at epoch ends only)
+    nonfinite: str = "stop"  # on a NaN/inf loss or gradient: "stop" (keep the last good checkpoint) or "skip" the step
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -165,6 +165,8 @@ class TrainSection:
         _require(self.log_interval >= 1, "train.log_interval", ">= 1", self.log_interval)
         if self.max_steps is not None:
             _require(self.max_steps >= 1, "train.max_steps", ">= 1 or null", self.max_steps)
+        policies = NONFINITE_POLICIES
+        _require(self.nonfinite in policies, "train.nonfinite", f"one of {policies}", self.nonfinite)
 
 
 SECTIONS: dict[str, type] = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "train": TrainSection}
@@ -194,6 +196,29 @@ class RunConfig:
         sections = {name: SECTIONS[name](**dict(data.get(name) or {})) for name in SECTIONS}
         return cls(**sections)
 
+    @classmethod
+    def from_saved(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Build the config stored in a checkpoint, upgrading the keys of older releases.
+
+        Frame counts, the image size and gradient checkpointing used to be data / train keys; they are model fields
+        now (``model.overrides``). A user's own config file with the old keys still fails with a hint instead.
+        """
+        tree = {name: dict(section) if isinstance(section, Mapping) else section for name, section in data.items()}
+        data_section, train_section = tree.get("data") or {}, tree.get("train") or {}
+        model = dict(tree.get("model") or {})
+        overrides = dict(model.get("overrides") or {})
+        for old in ("num_video_frames", "num_pose_frames"):
+            value = data_section.pop(old, None)
+            if value is not None:
+                overrides.setdefault(old, value)
+        data_section.pop("image_size", None)  # the CLIP architecture's input size
+        if train_section.pop("grad_checkpointing", False):
+            overrides.setdefault("grad_checkpointing", True)
+        if overrides:
+            model["overrides"] = overrides
+            tree["model"] = model
+        return cls.from_dict(tree)
+
     def to_yaml(self) -> str:
         """The config as YAML text that :func:`load_config` reads back to an equal config."""
         return dump_yaml(self.to_dict())
@@ -208,10 +233,14 @@ def _all_keys() -> list[str]:
 
 def _unknown_key(path: Sequence[str]) -> ConfigKeyError:
     """The error for an unknown dotted key, suggesting first a same-named field of another section."""
+    from pevl.models.config import PeVLConfig
+
     full = ".".join(path)
     candidates = _all_keys()
     leaf_matches = [k for k in candidates if "." in k and k.split(".", 1)[1] == path[-1]]
-    if len(path) == 2 and leaf_matches:
+    if len(path) == 2 and path[1] in field_types(PeVLConfig):  # a model field (frame counts, ...) written elsewhere
+        hint = f" (a model field: did you mean 'model.overrides.{path[1]}'?)"
+    elif len(path) == 2 and leaf_matches:
         hint = f" (did you mean '{leaf_matches[0]}'?)"
     elif len(path) == 2 and path[0] in SECTIONS:
         hint = suggest(full, [k for k in candidates if k.startswith(path[0] + ".")]) or suggest(full, candidates)
@@ -256,37 +285,6 @@ def _check_tree(data: Mapping[str, Any]) -> None:
 # ---- merging, provenance and overrides ------------------------------------------------------------------------------
 
 
-def _leaf_paths(data: Any, prefix: str = "") -> list[str]:
-    if isinstance(data, Mapping) and data:
-        out: list[str] = []
-        for key, value in data.items():
-            if key not in (BASE_KEY, DELETE_KEY):
-                out += _leaf_paths(value, f"{prefix}{key}.")
-        return out
-    return [prefix[:-1]] if prefix else []
-
-
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``update`` into a copy of ``base``: mappings merge recursively, everything else is replaced.
-
-    A mapping in ``update`` holding ``_delete_: true`` replaces the base mapping instead of merging into it.
-    """
-    merged = plain(base)
-    for key, value in update.items():
-        if key in (BASE_KEY, DELETE_KEY):
-            continue
-        if isinstance(value, Mapping):
-            replace = bool(value.get(DELETE_KEY, False))
-            inner = {k: v for k, v in value.items() if k != DELETE_KEY}
-            if not replace and isinstance(merged.get(key), Mapping):
-                merged[key] = deep_merge(merged[key], inner)
-            else:
-                merged[key] = deep_merge({}, inner)
-        else:
-            merged[key] = plain(value)
-    return merged
-
-
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two nested config dicts (keys present in only one included)."""
     changed = []
@@ -297,59 +295,6 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         elif plain(a) != plain(b):
             changed.append(str(key))
     return changed
-
-
-def _read_yaml_file(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise file_error(path, "config file not found")
-    if path.is_dir():
-        raise file_error(path, "is a directory, not a config file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise file_error(path, f"cannot read config file ({err})") from None
-    try:
-        data = parse_yaml(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise file_error(path, f"invalid YAML{where}: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise file_error(path, f"a config file must hold a mapping of sections, not a {type(data).__name__}")
-    return dict(data)
-
-
-def _load_tree(path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, str]]:
-    """Read a config file and its ``_base_`` chain; return the merged tree and which file set each leaf."""
-    path = path.resolve() if path.exists() else path
-    if path in stack:
-        chain = " -> ".join(str(p) for p in (*stack, path))
-        raise file_error(stack[-1], f"circular _base_ inheritance: {chain}")
-    raw = _read_yaml_file(path)
-    try:
-        _check_tree(raw)
-    except ConfigKeyError as err:
-        raise file_error(path, str(err)) from None
-    bases = raw.get(BASE_KEY) or []
-    bases = [bases] if isinstance(bases, str) else bases
-    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise file_error(path, f"{BASE_KEY} must be a file name or a list of file names, got {bases!r}")
-    tree: dict[str, Any] = {}
-    provenance: dict[str, str] = {}
-    for base in bases:
-        base_path = Path(base).expanduser()
-        base_path = base_path if base_path.is_absolute() else path.parent / base_path
-        if not base_path.exists():
-            raise file_error(path, f"{BASE_KEY} file not found: {base_path}")
-        base_tree, base_prov = _load_tree(base_path, (*stack, path))
-        tree = deep_merge(tree, base_tree)
-        provenance.update(base_prov)
-    tree = deep_merge(tree, raw)
-    provenance.update({leaf: str(path) for leaf in _leaf_paths(raw)})
-    return tree, provenance
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -383,7 +328,7 @@ def _apply_override(tree: dict[str, Any], provenance: dict[str, str], item: str)
     dotted = ".".join(path)
     for leaf in [k for k in provenance if k == dotted or k.startswith(dotted + ".")]:
         del provenance[leaf]
-    for leaf in _leaf_paths(update) or [dotted]:
+    for leaf in leaf_paths(update) or [dotted]:
         provenance[leaf] = source
     return tree
 
@@ -405,19 +350,58 @@ def _source_of(key: str, provenance: Mapping[str, str], default: str | None) -> 
 # ---- validation hooks ------------------------------------------------------------------------------------------------
 
 
-def check_model_section(section: ModelSection) -> None:
-    """Default model check: the preset exists and ``overrides`` are fields of ``pevl.models.config.PeVLConfig``.
+def check_model_section(section: ModelSection) -> ModelSection:
+    """Default model check: the preset exists and ``overrides`` are typed fields of ``PeVLConfig`` that build.
+
+    Returns:
+        The section with its overrides converted to the field types (``"1e-4"`` -> ``1e-4``).
 
     Raises:
-        ConfigKeyError: Naming ``model.preset`` or the unknown ``model.overrides.<key>``.
+        ConfigKeyError: Naming ``model.preset``, the unknown or mistyped ``model.overrides.<key>``, or the
+            model config's own complaint (e.g. frame counts that do not divide).
     """
     from pevl.models.config import PeVLConfig  # imported here: the model package is heavy and not always needed
-    from pevl.models.presets import list_models
+    from pevl.models.presets import get_config, list_models
 
     names = list_models()
     if section.preset not in names:
         raise ConfigKeyError("model.preset", f"unknown model preset '{section.preset}'{suggest(section.preset, names)}")
-    check_keys(section.overrides, PeVLConfig, "model.overrides.")
+    overrides = coerce_mapping(section.overrides, PeVLConfig, "model.overrides.")
+    try:
+        get_config(section.preset, **overrides)
+    except ConfigKeyError:
+        raise
+    except PevlError as err:
+        raise ConfigKeyError("model.overrides", f"model.overrides: {err}") from None
+    return dataclasses.replace(section, overrides=overrides)
+
+
+def parse_model_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``PeVLConfig`` fields from ``key=value`` strings, parsed and typed exactly as ``model.overrides`` are.
+
+    Used where a command takes model fields alone (``pevl profile --set num_ucmr_blocks=2``); the
+    ``model.overrides.`` prefix may be written or left out.
+
+    Raises:
+        PevlError: One line naming the ``--set`` at fault: an unknown field (closest one suggested) or a value
+            of the wrong type.
+    """
+    from pevl.models.config import PeVLConfig
+
+    tree: dict[str, Any] = {}
+    typed: dict[str, Any] = {}
+    for item in items:
+        path, value = _parse_override(item)
+        if path[:2] == ["model", "overrides"] and len(path) > 2:
+            path = path[2:]
+        for part in reversed(path):
+            value = {part: value}
+        tree = deep_merge(tree, value)
+        try:
+            typed = coerce_mapping(tree, PeVLConfig)
+        except ConfigKeyError as err:
+            raise PevlError(f"--set {item}: {err}") from None
+    return typed
 
 
 def check_data_section(section: DataSection) -> None:
@@ -440,8 +424,8 @@ def check_data_section(section: DataSection) -> None:
             raise ConfigKeyError(full, f"unknown config key '{full}'{hint}")
 
 
-ModelValidator = Callable[[ModelSection], None]
-DataValidator = Callable[[DataSection], None]
+ModelValidator = Callable[[ModelSection], ModelSection | None]
+DataValidator = Callable[[DataSection], DataSection | None]
 
 
 def _build(
@@ -453,14 +437,15 @@ def _build(
 ) -> RunConfig:
     try:
         cfg = RunConfig.from_dict(tree)
-        for validate, section, key in ((validate_model, cfg.model, "model"), (validate_data, cfg.data, "data")):
+        for validate, key in ((validate_model, "model"), (validate_data, "data")):
             try:
-                if validate is not None:
-                    validate(section)
+                checked = validate(getattr(cfg, key)) if validate is not None else None
             except ConfigKeyError:
                 raise
             except PevlError as err:  # a validator's own error: attribute it to whoever set the section
                 raise ConfigKeyError(key, str(err)) from None
+            if checked is not None:  # a validator may return the section with typed values
+                cfg = dataclasses.replace(cfg, **{key: checked})
     except ConfigKeyError as err:
         source = _source_of(err.key, provenance, default_source)
         raise PevlError(f"{source}: {err}" if source else str(err)) from None
@@ -480,7 +465,8 @@ def load_config(
         path: The YAML file; ``None`` starts from the defaults.
         overrides: ``key=value`` strings applied in order; values are YAML (``optim.lr=1e-4``,
             ``model.overrides.num_ucmr_blocks=2``, ``model.pretrained=null``).
-        validate_model: Checks the model section (preset name, ``overrides`` keys); ``None`` skips it.
+        validate_model: Checks (and may return a typed copy of) the model section: preset name, ``overrides`` keys
+            and types; ``None`` skips it.
         validate_data: Checks the data section (``options`` keys for the dataset); ``None`` skips it.
 
     Returns:
@@ -494,7 +480,7 @@ def load_config(
     provenance: dict[str, str] = {}
     default_source = None
     if path is not None:
-        tree, provenance = _load_tree(Path(path).expanduser())
+        tree, provenance = load_tree(Path(path).expanduser(), _check_tree)
         default_source = str(path)
     for item in overrides:
         tree = _apply_override(tree, provenance, item)

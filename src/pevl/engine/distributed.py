@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from pevl.errors import PevlError
+from pevl.models.losses import all_gather_with_grad  # noqa: F401  (re-exported: the losses own the gather)
 
 
 @dataclass(frozen=True)
@@ -132,58 +133,6 @@ def barrier() -> None:
     """Wait for every process (no-op in a single process)."""
     if is_initialized() and get_world_size() > 1:
         dist.barrier()
-
-
-def _gather_padded(x: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
-    local_n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
-    sizes = [torch.zeros_like(local_n) for _ in range(get_world_size())]
-    dist.all_gather(sizes, local_n)
-    counts = [int(s.item()) for s in sizes]
-    longest = max(counts)
-    padded = x.detach()
-    if x.shape[0] < longest:
-        padded = torch.cat([padded, padded.new_zeros((longest - x.shape[0], *x.shape[1:]))])
-    chunks = [torch.empty_like(padded) for _ in counts]
-    dist.all_gather(chunks, padded.contiguous())
-    return [chunk[:n] for chunk, n in zip(chunks, counts, strict=True)], counts
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """All-gather whose backward sums every rank's gradient of the gathered tensor and keeps the local rows."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        pieces, counts = _gather_padded(x)
-        ctx.start = sum(counts[: get_rank()])
-        ctx.length = x.shape[0]
-        return torch.cat(pieces, dim=0)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.start : ctx.start + ctx.length]
-
-
-def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` from all ranks along dim 0, in rank order, differentiably.
-
-    The backward pass sums, over all ranks, the gradient each rank computed for the gathered tensor, and hands every
-    rank the rows it contributed. When every rank computes its loss over its own rows against the gathered batch and
-    DistributedDataParallel averages the parameter gradients, training is exactly the single-process training on the
-    global batch (open_clip's ``gather_with_grad`` with local losses). Chunks may differ in length along dim 0.
-
-    Args:
-        x: Local features ``[n_local, ...]``.
-
-    Returns:
-        ``[n_total, ...]``; ``x`` itself when there is a single process.
-    """
-    if get_world_size() == 1:
-        return x
-    if not x.requires_grad:
-        return torch.cat(_gather_padded(x)[0], dim=0)
-    return _GatherWithGrad.apply(x)
 
 
 def all_reduce_mean(value: torch.Tensor | float) -> torch.Tensor | float:

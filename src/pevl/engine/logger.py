@@ -1,7 +1,18 @@
-"""Training metrics to ``metrics.jsonl`` (one JSON object per line) and, optionally, TensorBoard."""
+"""Training metrics to ``metrics.jsonl`` (one JSON object per line), ``train.log`` (plain text) and TensorBoard.
+
+``train.log`` is what users tail and paste into bug reports, one line per logged step or evaluation, in the
+manner of MMAction2's log::
+
+    2026-11-30 02:10:11 - pevl - INFO - Epoch(train) [1][4/8]  step: 4  lr: 1.0000e-03  eta: 0:00:12  time: 0.512
+        loss: 2.0794  ...
+    2026-11-30 02:10:13 - pevl - INFO - Epoch(val) [1]  step: 8  top1: 0.5000  top5: 1.0000  ...
+
+A resumed run appends to it (after a line saying where it resumed from).
+"""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import time
@@ -15,6 +26,7 @@ from pevl.errors import PevlError, file_error
 from pevl.utils.io import atomic_open
 
 METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
 
 
 def _plain_value(value: Any) -> Any:
@@ -75,6 +87,9 @@ class MetricLogger:
         enabled: ``False`` on non-main processes: every call does nothing.
         purge_after: When resuming from step S, drop the lines logged after S by the interrupted run
             (TensorBoard's ``purge_step`` likewise), so that the log reads like an uninterrupted run.
+            ``train.log`` is only appended to.
+        total_steps: Optimiser steps of the whole run, for the time left (``eta``) in ``train.log``.
+        steps_per_epoch: Optimiser steps per epoch, for the ``[epoch][iter/iters]`` of ``train.log``.
 
     Raises:
         PevlError: TensorBoard was requested but is not installed.
@@ -86,11 +101,18 @@ class MetricLogger:
         tensorboard: bool = False,
         enabled: bool = True,
         purge_after: int | None = None,
+        total_steps: int | None = None,
+        steps_per_epoch: int | None = None,
     ) -> None:
         self.path = Path(work_dir) / METRICS_FILE
+        self.log_path = Path(work_dir) / LOG_FILE
         self.enabled = enabled
+        self.total_steps = total_steps
+        self.steps_per_epoch = steps_per_epoch
+        self._last = (time.time(), purge_after or 0)  # (time, step) of the previous training line, for eta
         self._writer: Any = None
         self._file: Any = None
+        self._text: Any = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +131,7 @@ class MetricLogger:
             purge_step = None if purge_after is None else purge_after + 1
             self._writer = SummaryWriter(log_dir=str(Path(work_dir) / "tensorboard"), purge_step=purge_step)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- kept open for the run
+        self._text = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 -- kept open for the run
 
     def _purge(self, step: int) -> None:
         kept = [r for r in read_metrics(self.path) if not isinstance(r.get("step"), int) or r["step"] <= step]
@@ -137,6 +160,9 @@ class MetricLogger:
         self._file.write(json.dumps(record, allow_nan=True) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+        line = self._text_line(record)
+        if line:
+            self.note(line, stamp=record["time"])
         if self._writer is not None:
             for key, value in record.items():
                 if key in ("step", "time") or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -144,11 +170,47 @@ class MetricLogger:
                 self._writer.add_scalar(key, value, global_step=int(step))
             self._writer.flush()
 
+    def note(self, message: str, stamp: float | None = None) -> None:
+        """Append one plain-text line to ``train.log``, after a time stamp (e.g. where a run resumed from)."""
+        if self._text is None:
+            return
+        when = datetime.datetime.fromtimestamp(time.time() if stamp is None else stamp)
+        self._text.write(f"{when:%Y-%m-%d %H:%M:%S} - pevl - INFO - {message}\n")
+        self._text.flush()
+
+    def _text_line(self, record: Mapping[str, Any]) -> str | None:
+        """The ``train.log`` line of a metrics record: a training step or an evaluation, else nothing."""
+        step, epoch = record["step"], record.get("epoch")
+        shown = {k[4:]: v for k, v in record.items() if k.startswith("val/")}
+        if shown:
+            head = f"Epoch(val) [{epoch}]  step: {step}"
+        elif "loss" in record:
+            where = f"[{epoch}]"
+            if self.steps_per_epoch and isinstance(epoch, int):
+                where += f"[{step - (epoch - 1) * self.steps_per_epoch}/{self.steps_per_epoch}]"
+            last_time, last_step = self._last
+            per_step = (record["time"] - last_time) / max(step - last_step, 1)
+            self._last = (record["time"], step)
+            head = f"Epoch(train) {where}  step: {step}  lr: {record.get('lr', float('nan')):.4e}"
+            if self.total_steps:
+                eta = datetime.timedelta(seconds=round(per_step * max(self.total_steps - step, 0)))
+                head += f"  eta: {eta}"
+            head += f"  time: {per_step:.3f}"
+            shown = {k: v for k, v in record.items() if k not in ("step", "time", "epoch", "lr")}
+            shown = {"loss": shown.pop("loss"), **shown}
+        else:
+            return None
+        parts = [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in shown.items()]
+        return "  ".join([head, *parts])
+
     def close(self) -> None:
         """Flush and close the files."""
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._text is not None:
+            self._text.close()
+            self._text = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

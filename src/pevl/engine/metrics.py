@@ -183,8 +183,37 @@ def save_confusion_csv(cm: np.ndarray, class_names: Sequence[str], path: str | P
     return path
 
 
-def _short(name: str, limit: int = 40) -> str:
-    return name if len(name) <= limit else name[: limit - 1] + "\u2026"
+def _short(name: str, limit: int = 50) -> str:
+    """Cut a long name in the middle: fine-grained labels differ at the end as often as at the start."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2
+    return name[:head] + "\u2026" + name[len(name) - (limit - 1 - head) :]
+
+
+def short_labels(names: Sequence[str], limit: int = 50) -> list[str]:
+    """Tick labels of about ``limit`` characters that stay distinct when the names are.
+
+    Long names lose their middle. Names that still collide are shown around the place where they differ; if any
+    collision is left, every label gets its class index.
+    """
+    import os.path
+
+    labels = [_short(name, limit) for name in names]
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    for members in groups.values():
+        if len({names[i] for i in members}) < 2:
+            continue
+        start = max(0, len(os.path.commonprefix([names[i] for i in members])) - limit // 3)
+        for i in members:
+            window = names[i][start : start + limit - 2]
+            tail = "\u2026" if start + limit - 2 < len(names[i]) else ""
+            labels[i] = ("\u2026" if start else "") + window + tail
+    if len(set(labels)) < len(set(names)):
+        labels = [f"{i}: {label}" for i, label in enumerate(labels)]
+    return labels
 
 
 def plot_confusion_matrix(
@@ -223,7 +252,8 @@ def plot_confusion_matrix(
         values = cm
     cell = min(0.5, max(0.1, 12.0 / n))  # inches per class
     font = max(4.0, min(10.0, cell * 72 * 0.7))
-    longest = max(len(_short(name)) for name in class_names)
+    labels = short_labels(class_names)
+    longest = max(len(label) for label in labels)
     margin = min(4.5, 0.6 + longest * font / 72 * 0.6)
     side = n * cell
     fig = Figure(figsize=(side + margin + 1.6, side + margin + 0.8), dpi=100)
@@ -233,7 +263,6 @@ def plot_confusion_matrix(
     image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else max(values.max(), 1.0))
     colorbar_ax = fig.add_axes(((margin + side + 0.2) / width, margin / height, 0.2 / width, side / height))
     fig.colorbar(image, cax=colorbar_ax)
-    labels = [_short(name) for name in class_names]
     ax.set_xticks(range(n), labels, rotation=90, fontsize=font)
     ax.set_yticks(range(n), labels, fontsize=font)
     ax.set_xlabel("predicted class", fontsize=max(font, 8))

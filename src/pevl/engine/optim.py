@@ -57,7 +57,8 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimSection) -> torch.optim.Op
         cfg: The optimiser section of the run config.
 
     Returns:
-        The optimiser; its groups are named ``decay`` and ``no_decay``.
+        The optimiser; its groups are named ``decay`` and ``no_decay``. AdamW is the fused implementation when every
+        parameter is on a GPU.
 
     Raises:
         PevlError: The model has no trainable parameter.
@@ -66,7 +67,9 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimSection) -> torch.optim.Op
     if not groups:
         raise PevlError("the model has no trainable parameters: nothing to optimise")
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        # One fused kernel for all parameters on a GPU instead of a dozen per tensor.
+        fused = all(p.is_cuda for group in groups for p in group["params"])
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.betas[0], weight_decay=cfg.weight_decay)
     raise PevlError(f"unknown optimizer '{cfg.optimizer}' (choose adamw or sgd)")

@@ -18,10 +18,19 @@ def seed_everything(seed: int) -> None:
 
 
 def capture_rng() -> dict[str, Any]:
-    """Snapshot this process's Python, numpy, torch and CUDA generator states (losslessly serialisable)."""
+    """Snapshot this process's Python, numpy, torch and CUDA generator states.
+
+    The snapshot is made of tensors, numbers, strings and plain containers only (numpy's key array becomes a
+    tensor), so ``torch.save`` writes it and ``torch.load(weights_only=True)`` reads it back losslessly.
+    """
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"] = {
+        "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+        "pos": int(numpy_state["state"]["pos"]),
+    }
     states: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(legacy=False),
+        "numpy": numpy_state,
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -44,7 +53,11 @@ def restore_rng(states: Mapping[str, Any] | Sequence[Mapping[str, Any]], rank: i
     if "python" in states:
         random.setstate(states["python"])
     if "numpy" in states:
-        np.random.set_state(states["numpy"])
+        numpy_state = dict(states["numpy"])
+        key = numpy_state["state"]["key"]
+        key = key.numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
+        numpy_state["state"] = {"key": key.astype(np.uint32), "pos": int(numpy_state["state"]["pos"])}
+        np.random.set_state(numpy_state)
     if "torch" in states:
         torch.set_rng_state(states["torch"].cpu())
     if "cuda" in states and torch.cuda.is_available():

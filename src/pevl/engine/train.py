@@ -5,13 +5,16 @@
 * model: frozen CLIP + adapters; DistributedDataParallel across processes, with the in-batch contrastive terms
   computed against features gathered from every process;
 * optimisation: AdamW, linear warm-up then cosine, gradient accumulation, gradient clipping, bf16 autocast on GPU;
-* checkpoints (safetensors + JSON) at epoch ends, every ``train.save_every_steps`` steps, and on Ctrl-C / SIGTERM;
-  ``--resume`` restores weights, optimiser, scheduler, RNG states and the sampler position.
+* checkpoints (safetensors weights + a weights-only training state) at epoch ends, every
+  ``train.save_every_steps`` steps, and on Ctrl-C / SIGTERM; ``--resume [CHECKPOINT]`` restores weights, optimiser,
+  scheduler, RNG states and the sampler position;
+* logs: ``metrics.jsonl`` and a plain-text ``train.log`` in the work dir.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import sys
 import time
@@ -31,12 +34,12 @@ from pevl.engine.checkpoint import (
     find_latest,
     load_checkpoint,
     load_model_state,
+    locate_checkpoint,
     restore_training_state,
     save_checkpoint,
 )
 from pevl.engine.config import RunConfig, config_changes, save_config
 from pevl.engine.distributed import (
-    all_gather_with_grad,
     all_reduce_mean,
     barrier,
     gather_object,
@@ -51,6 +54,10 @@ from pevl.engine.optim import build_optimizer, build_scheduler
 from pevl.engine.rng import capture_rng, seed_everything
 from pevl.engine.sampler import ResumableSampler
 from pevl.errors import PevlError
+from pevl.utils.io import check_output_dir
+
+MAX_SKIPPED_IN_A_ROW = 20
+"""With ``train.nonfinite=skip``, this many non-finite steps in a row stop the run all the same."""
 
 
 @dataclass
@@ -90,24 +97,23 @@ class Trainer:
     Args:
         cfg: The resolved run config.
         work_dir: Where the config, metrics, checkpoints and evaluations go.
-        resume: Continue from the latest checkpoint of ``work_dir``.
+        resume: Continue from the latest checkpoint of ``work_dir`` (``True``) or from a given checkpoint (a path).
         progress: Show progress bars (main process only).
     """
 
-    def __init__(self, cfg: RunConfig, work_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: RunConfig, work_dir: str | Path, resume: bool | str | Path = False, progress: bool = True
+    ) -> None:
+        cfg = resolve_data_paths(cfg)
         self.cfg = cfg
         self.work_dir = Path(work_dir)
         self.info = init_distributed()
         self.main = self.info.rank == 0
         self.device = self.info.device if self.info.distributed else default_device()
         self.progress = progress and self.main
-        if self.main:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.work_dir / "config.yaml")
 
         seed_everything(cfg.train.seed)
-        overrides = {"grad_checkpointing": True} if cfg.train.grad_checkpointing else {}
-        self.model_cfg = model_config(cfg).replace(**overrides)
+        self.model_cfg = model_config(cfg)
         pose_cache = cfg.data.pose_cache_dir or self.work_dir / "poses"
         self.train_set = build_dataset(cfg, self.model_cfg, cfg.data.train_split, train=True, pose_cache_dir=pose_cache)
         self.val_set = None
@@ -120,7 +126,11 @@ class Trainer:
         if len(self.train_set) == 0:
             raise PevlError(f"the {cfg.data.train_split} split of {cfg.data.dataset} is empty")
 
-        self.model = build_model(cfg, num_classes=len(self.train_set.classes), **overrides).to(self.device)
+        self.model_cfg = self.model_cfg.replace(num_classes=len(self.train_set.classes))
+        self.model = build_model(self.model_cfg, cfg.model.pretrained).to(self.device)
+        if self.main:  # only once data and weights are known to be good: a bad input leaves no work dir behind
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.work_dir / "config.yaml")
         self.texts = self.model.build_class_texts(self.train_set.classes, self.train_set.coarse)
         self.sampler = ResumableSampler(
             len(self.train_set), shuffle=True, seed=cfg.train.seed, rank=self.info.rank, world_size=self.info.world_size
@@ -131,26 +141,35 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.steps_per_epoch)
         self.ddp = self.model
         if self.info.distributed:
-            self.ddp = wrap_ddp(self.model, self.info)
-            self.model.set_gather(all_gather_with_grad, self.info.rank)
+            self.ddp = wrap_ddp(self.model, self.info)  # the SGMC losses gather the in-batch features themselves
+        # train.compile: the training forward goes through torch.compile; checkpoints still read self.model.
+        self.train_forward = torch.compile(self.ddp) if cfg.train.compile else self.ddp
 
         self.step = 0
+        self._skipped_in_a_row = 0
         self.epochs_completed = 0
         self.best_top1: float | None = None
         self.metrics: dict[str, Any] = {}
         self.last_checkpoint: Path | None = None
         if resume:
-            self._resume()
+            self._resume(None if resume is True else Path(resume))
         self.logger = MetricLogger(
             self.work_dir,
             tensorboard=cfg.train.tensorboard,
             enabled=self.main,
             purge_after=self.step if resume else None,
+            total_steps=cfg.optim.epochs * self.steps_per_epoch,
+            steps_per_epoch=self.steps_per_epoch,
         )
+        if resume:
+            self.logger.note(f"resumed from {self.last_checkpoint} (epoch {self.sampler.epoch}, step {self.step})")
+        else:
+            self.logger.note(f"start: {cfg.optim.epochs} epochs of {self.steps_per_epoch} steps, work dir {work_dir}")
 
     # ---- checkpoints ------------------------------------------------------------------------------------------------
-    def _resume(self) -> None:
-        latest = find_latest(self.work_dir)
+    def _resume(self, source: Path | None = None) -> None:
+        """Load the weights and training state of ``source`` (default: the work dir's latest checkpoint)."""
+        latest = find_latest(self.work_dir) if source is None else locate_checkpoint(source)
         if latest is None:
             raise PevlError(f"{self.work_dir}: nothing to resume (no checkpoint in {self.work_dir / 'checkpoints'})")
         checkpoint = load_checkpoint(latest, device="cpu")
@@ -233,14 +252,41 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
-    def _optimizer_step(self) -> None:
-        if self.cfg.optim.clip_grad_norm:
-            params = [p for p in self.model.parameters() if p.requires_grad and p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.clip_grad_norm)
+    def _nonfinite(self, epoch: int, what: str) -> None:
+        """Apply ``train.nonfinite`` to a step whose loss or gradient is NaN/inf (the weights are still good).
+
+        ``stop`` raises with the last good checkpoint named; ``skip`` drops the step's gradients, warns, and stops
+        only when :data:`MAX_SKIPPED_IN_A_ROW` steps in a row were skipped.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        self._skipped_in_a_row += 1
+        where = f"step {self.step + 1} (epoch {epoch + 1})"
+        kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
+        if self.cfg.train.nonfinite == "skip" and self._skipped_in_a_row < MAX_SKIPPED_IN_A_ROW:
+            if self.main:
+                tqdm.write(f"warning: {where}: {what} is not finite; step skipped (train.nonfinite=skip)", sys.stderr)
+            return
+        if self.cfg.train.nonfinite == "skip":
+            what = f"{what} of {self._skipped_in_a_row} steps in a row"
+        self.logger.close()
+        raise PevlError(
+            f"{self.work_dir}: training stopped at {where}: {what} is not finite (NaN or inf); the weights were not "
+            f"updated with it and {kept}. Lower optim.lr, or set train.nonfinite=skip to skip such steps"
+        )
+
+    def _optimizer_step(self, epoch: int = 0) -> bool:
+        """Clip, check and apply the accumulated gradients; ``False`` when a non-finite gradient skipped the step."""
+        params = [p for p in self.model.parameters() if p.requires_grad and p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.clip_grad_norm or float("inf"))
+        if not torch.isfinite(norm):
+            self._nonfinite(epoch, "the gradient")
+            return False
+        self._skipped_in_a_row = 0
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        return True
 
     def run(self) -> TrainResult:
         """Train until the last epoch (or ``train.max_steps``); evaluate and checkpoint on the way."""
@@ -297,26 +343,38 @@ class Trainer:
             disable=not self.progress,
             dynamic_ncols=True,
         )
+        bad_loss = False  # a micro-batch of the current optimiser step had a non-finite loss
         for micro, batch in enumerate(loader):
             inputs, _ = batch_inputs(batch, self.device)
-            labels = batch["label"].to(self.device)
+            labels = batch["label"].to(self.device, non_blocking=True)
             boundary = (micro + 1) % accum == 0 or micro + 1 == batches_left
             with maybe_no_sync(self.ddp, sync=boundary):
                 with autocast(self.device, cfg.train.amp, training=True):
-                    out = self.ddp(**inputs, texts=self.texts, labels=labels)
-                (out.loss / accum).backward()
+                    out = self.train_forward(**inputs, texts=self.texts, labels=labels)
+                finite = bool(all_reduce_mean(0.0 if torch.isfinite(out.loss.detach()) else 1.0) == 0.0)
+                bad_loss = bad_loss or not finite
+                if not bad_loss:
+                    (out.loss / accum).backward()
             self.sampler.advance(len(labels))
-            for name, value in out.losses.items():
-                sums[name] += float(value.detach())
-            sums["loss"] += float(out.loss.detach())
-            count += 1
+            if finite:
+                for name, value in out.losses.items():
+                    sums[name] += float(value.detach())
+                sums["loss"] += float(out.loss.detach())
+                count += 1
             samples += len(labels) * self.info.world_size
             bar.update(1)
             if not boundary:
                 continue
-            self._optimizer_step()
+            if bad_loss:
+                bad_loss = False
+                self._nonfinite(epoch, "the loss")
+                self._consumed_at_step = self.sampler.consumed
+                continue
+            if not self._optimizer_step(epoch):
+                self._consumed_at_step = self.sampler.consumed
+                continue
             self._consumed_at_step = self.sampler.consumed
-            if self.step % cfg.train.log_interval == 0 or micro + 1 == batches_left:
+            if count and (self.step % cfg.train.log_interval == 0 or micro + 1 == batches_left):
                 elapsed = time.perf_counter() - started
                 record = {name: float(all_reduce_mean(total / count)) for name, total in sorted(sums.items())}
                 record.update(lr=self.optimizer.param_groups[0]["lr"], epoch=epoch + 1, clips_per_s=samples / elapsed)
@@ -355,16 +413,48 @@ class Trainer:
             self.save(done, is_best=is_best)
 
 
-def train(cfg: RunConfig, work_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+def resolve_data_paths(cfg: RunConfig) -> RunConfig:
+    """The config with its data paths made absolute, so that checkpoints work from any folder.
+
+    ``data.root``, ``data.pose_file``, ``data.pose_cache_dir`` and the ``data.options`` values that name an existing
+    file or folder are resolved against the current folder; ``pevl eval --set data.root=...`` can still move them.
+    """
+    data = cfg.data
+
+    def absolute(value: str | None) -> str | None:
+        return str(Path(value).expanduser().resolve()) if value else value
+
+    options = {
+        key: absolute(value) if isinstance(value, str) and value and Path(value).exists() else value
+        for key, value in data.options.items()
+    }
+    resolved = dataclasses.replace(
+        data,
+        root=absolute(data.root),
+        pose_file=absolute(data.pose_file),
+        pose_cache_dir=absolute(data.pose_cache_dir),
+        options=options,
+    )
+    return dataclasses.replace(cfg, data=resolved)
+
+
+def train(
+    cfg: RunConfig, work_dir: str | Path, resume: bool | str | Path = False, progress: bool = True
+) -> TrainResult:
     """Train a model as the run config says (the library function behind ``pevl train``).
 
     Args:
         cfg: The run config (see :func:`pevl.engine.config.load_config`).
         work_dir: The run directory.
-        resume: Continue from the latest checkpoint in ``work_dir``.
+        resume: Continue from the latest checkpoint in ``work_dir`` (``True``) or from the checkpoint at this path.
         progress: Show progress bars.
 
     Returns:
         How the run ended.
+
+    Raises:
+        PevlError: Bad input (the work dir cannot be written, the data is missing, ...) or a non-finite loss with
+            ``train.nonfinite=stop``.
     """
+    check_output_dir(work_dir, "work dir")  # before any work: checkpoints must be writable
     return Trainer(cfg, work_dir, resume=resume, progress=progress).run()

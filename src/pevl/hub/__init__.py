@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pevl.models.pevl import PeVL
-from pevl.models.presets import create_model as _create_architecture
+if TYPE_CHECKING:  # the model code (and torch) load on the first call, not when a submodule such as download is used
+    from pevl.models.pevl import PeVL
 
 
 def create_model(name: str, num_classes: int | None = None, pretrained: str | None = None, **overrides: Any) -> PeVL:
@@ -21,6 +21,8 @@ def create_model(name: str, num_classes: int | None = None, pretrained: str | No
     Returns:
         The model (CLIP frozen unless ``freeze_clip=False``; adapters at their identity init).
     """
+    from pevl.models.presets import create_model as _create_architecture
+
     model = _create_architecture(name, num_classes=num_classes, **overrides)
     if pretrained:
         from pevl.hub.weights import load_clip_weights, resolve_pretrained

@@ -114,6 +114,8 @@ def _fetch(url: str, part: Path, progress: bool) -> hashlib._Hash:
         raise PevlError(f"{url}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError) as err:
         raise PevlError(f"{url}: cannot connect ({getattr(err, 'reason', err)})") from None
+    except ValueError as err:  # urllib's "unknown url type"
+        raise PevlError(f"{url}: not a usable URL ({err})") from None
     with response:
         status = getattr(response, "status", None)
         if offset and not (status == 206 and _content_range_start(response) == offset):
@@ -141,6 +143,18 @@ def _fetch(url: str, part: Path, progress: bool) -> hashlib._Hash:
     return digest
 
 
+def _as_url(url: str) -> str:
+    """``--url`` as a URL: a local file becomes a ``file://`` URL; anything else must have a scheme."""
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url):
+        return url
+    path = Path(url).expanduser()
+    if path.is_file():
+        return path.resolve().as_uri()
+    if path.exists():
+        raise file_error(path, "is not a file (--url takes a URL or a local copy of the weights file)")
+    raise file_error(url, "no such file, and not a URL (give an http(s):// or file:// address)")
+
+
 def download_weights(
     arch: str, cache_dir: str | Path | None = None, url: str | None = None, *, progress: bool = True
 ) -> Path:
@@ -160,10 +174,13 @@ def download_weights(
         PevlError: Unknown architecture, network failure (the partial file is kept for the next attempt), or a
             checksum mismatch (the download is deleted).
     """
+    from pevl.utils.io import check_output_dir
+
     arch = _require_arch(arch)
-    url = url or OPENAI_URLS[arch]
+    url = _as_url(url) if url else OPENAI_URLS[arch]
     sha256 = expected_sha256(arch, url)
     target = cached_weights_path(arch, cache_dir)
+    check_output_dir(target.parent, "weights cache folder")  # before downloading anything
     part = target.with_name(target.name + ".part")
     if target.is_file():
         if _sha256_of(target).hexdigest() == sha256:

@@ -211,8 +211,8 @@ def _torch_load(path: Path) -> Any:
         if "global" in detail.lower():
             raise file_error(path, f"holds Python objects that are not loaded for safety ({detail})") from None
         raise file_error(path, f"not a readable PyTorch checkpoint ({detail})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
-        raise file_error(path, f"not a readable PyTorch checkpoint ({first_line(err)})") from None
+    except Exception as err:  # any parse failure of a file that is no checkpoint (text, random bytes, ...)
+        raise file_error(path, f"not a readable PyTorch checkpoint ({type(err).__name__}: {first_line(err)})") from None
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:

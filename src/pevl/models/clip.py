@@ -99,30 +99,48 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, causal: bool = False, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, causal: bool = False, need_weights: bool = False, key_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Attend over the second axis of ``x``.
 
         Args:
             x: Tokens ``[B, L, D]``.
             causal: Mask future tokens (text transformer).
             need_weights: Use the explicit path and return the probabilities ``[B, heads, L, L]``.
+            key_mask: ``[B, L]`` bool, true for the tokens that may be attended to (a missing joint or frame is
+                false). A sequence with no true key attends to all its tokens instead: its outputs are then
+                meaningless, and callers never read them.
 
         Returns:
             The projected output ``[B, L, D]`` and the attention probabilities (or ``None``).
         """
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        mask = None if key_mask is None else attention_key_mask(key_mask)
+        if causal and (need_weights or mask is not None):
+            past = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+            mask = past if mask is None else mask & past
         if need_weights:
             logits = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
-            if causal:
-                mask = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
-                logits = logits.masked_fill(mask, float("-inf"))
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
             probs = logits.softmax(dim=-1)
             out = probs @ v
         else:
             probs = None
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         return self.proj(out.transpose(1, 2).reshape(b, n, d)), probs
+
+
+def attention_key_mask(key_mask: Tensor) -> Tensor:
+    """``[B, L]`` valid keys -> the ``[B, 1, 1, L]`` boolean mask attention takes (true = may be attended to).
+
+    Rows without any valid key are opened to every key, so the softmax stays finite; their outputs are not used.
+    """
+    key_mask = key_mask.to(torch.bool)
+    key_mask = key_mask | ~key_mask.any(dim=-1, keepdim=True)
+    return key_mask[:, None, None, :]
 
 
 class MLP(nn.Module):
@@ -153,9 +171,11 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio), quick_gelu)
 
-    def forward(self, x: Tensor, causal: bool = False, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, causal: bool = False, need_weights: bool = False, key_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Run the block on ``x`` ``[B, L, D]``; returns the output and the attention probabilities (or ``None``)."""
-        attn_out, probs = self.attn(self.ln_1(x), causal=causal, need_weights=need_weights)
+        attn_out, probs = self.attn(self.ln_1(x), causal=causal, need_weights=need_weights, key_mask=key_mask)
         x = x + attn_out
         x = x + self.mlp(self.ln_2(x))
         return x, probs
@@ -179,6 +199,24 @@ def resize_pos_embed(pos_embed: Tensor, grid_size: int) -> Tensor:
     patch_pos = F.interpolate(patch_pos, size=(grid_size, grid_size), mode="bicubic", align_corners=False)
     patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(grid_size * grid_size, -1).to(pos_embed.dtype)
     return torch.cat([cls_pos, patch_pos], dim=0)
+
+
+def resize_temporal_embed(embed: Tensor, num_frames: int) -> Tensor:
+    """Linearly resample a temporal position embedding ``[T0, D]`` to ``[num_frames, D]``.
+
+    Lets a model trained on T0 frames run on clips of another length (e.g. single frames for figures).
+
+    Args:
+        embed: The learned embedding, one row per frame.
+        num_frames: The wanted number of rows.
+
+    Returns:
+        ``embed`` itself when the length already matches, else the resampled rows.
+    """
+    if embed.shape[0] == num_frames:
+        return embed
+    resized = F.interpolate(embed.t().unsqueeze(0).float(), size=num_frames, mode="linear", align_corners=True)
+    return resized.squeeze(0).t().to(embed.dtype)
 
 
 class VisionTransformer(nn.Module):

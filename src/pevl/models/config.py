@@ -21,6 +21,12 @@ STREAMS = ("video", "pose", "fused")
 PROMPTS = ("label", "action", "coarse")
 POSE_BACKBONES = ("clip", "poseformer")
 POSE_NORMALIZATIONS = ("crop", "clip")
+MAX_LOGIT_SCALE = 100.0
+"""The logit scale of every contrast is used clamped at this value, as in CLIP."""
+COCO17_TREE: tuple[int, ...] = (0, 0, 0, 1, 2, 0, 0, 5, 6, 7, 8, 5, 6, 11, 12, 13, 14)
+"""Parent of each COCO-17 joint (nose is the root); a test checks it equals ``pevl.data.pose.layouts.COCO17_PARENT``."""
+RENAMED_FIELDS = {"content_loss": "semantic_guided_loss", "content_loss_weight": "semantic_guided_loss_weight"}
+"""Old field names still read from saved configs."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class PeVLConfig:
     pose_ln_pre: bool = True  # reconstruction: pose embeddings go through CLIP's ln_pre like image tokens do
     pose_motion: bool = True  # reconstruction: the pose embedding also sees each joint's frame-to-frame displacement
     pose_bones: bool = False  # reconstruction: the pose embedding also sees each joint's vector from its parent
+    joint_parents: tuple[int, ...] = COCO17_TREE  # parent of each joint for pose_bones (the COCO-17 tree)
     pose_normalize: str = "crop"  # reconstruction: "crop" = RGB crop coordinates; "clip" = centred, scaled per clip
     poseformer_width: int = 256  # PoseFormer-style backbone: token width (trained from scratch, no weights here)
     poseformer_spatial_layers: int = 4  # PoseFormer-style backbone: joint-attention blocks
@@ -75,16 +82,17 @@ class PeVLConfig:
     sub_action: bool = True  # sub-action level: label words attend over frames ("semantic concept attention")
     sub_action_streams: tuple[str, ...] = STREAMS  # streams whose frames the label words attend over
     sub_action_temperature: float = 0.1  # reconstruction: initial (learnable) temperature of word -> frame attention
-    content_loss: bool = True  # semantic content guided loss with strength coefficients (Fig. 3) on fused features
-    logit_scale_init: float = 1 / 0.07  # learnable logit scale of every contrast, initial value
+    semantic_guided_loss: bool = True  # semantic-guided loss with strength coefficients (Fig. 3) on fused features
+    logit_scale_init: float = 1 / 0.07  # learnable logit scale of every contrast, initial value (used clamped at 100)
     action_loss_weight: float = 1.0  # weight of each action-level cross-entropy
     text_to_vision_loss_weight: float = 0.5  # reconstruction: weight of each text -> vision term
     sub_action_loss_weight: float = 1.0  # reconstruction: weight of each sub-action-level cross-entropy
-    content_loss_weight: float = 1.0  # reconstruction: weight of the semantic content guided loss
+    semantic_guided_loss_weight: float = 1.0  # reconstruction: weight of the semantic-guided loss
 
     # --- inference ------------------------------------------------------------------------------------------------
     score_stream: str = "fused"  # stream whose similarities give the class scores (forced to the one present)
     score_levels: tuple[str, ...] = ("action", "sub_action")  # softmaxed similarities averaged into the scores
+    score_ensemble: bool = False  # average the scores of every stream present (video, pose, fused) instead
 
     # --- text -----------------------------------------------------------------------------------------------------
     prompt: str = "coarse"  # Table 4: "label" | "action" ("a video of action {label}") | "coarse" (+ coarse type)
@@ -93,6 +101,7 @@ class PeVLConfig:
     grad_checkpointing: bool = False  # recompute encoder blocks in backward to save activation memory
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         if not (self.use_video or self.use_pose):
             raise PevlError("PeVL needs at least one of use_video / use_pose")
         if self.num_pose_frames % self.num_video_frames:
@@ -102,8 +111,17 @@ class PeVLConfig:
             )
         if self.pose_backbone not in POSE_BACKBONES:
             raise PevlError(f"pose_backbone must be one of {POSE_BACKBONES}, not {self.pose_backbone!r}")
-        if self.pose_bones and self.num_joints != 17:
-            raise PevlError(f"pose_bones needs the COCO-17 joints, not num_joints={self.num_joints}")
+        if len(self.joint_parents) != self.num_joints or not all(0 <= p < self.num_joints for p in self.joint_parents):
+            raise PevlError(f"joint_parents must give a parent index in [0, {self.num_joints}) for each of the joints")
+        for name in ("num_video_frames", "num_pose_frames", "num_joints", "pose_channels"):
+            if getattr(self, name) < 1:
+                raise PevlError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_ucmr_blocks < 0:
+            raise PevlError(f"num_ucmr_blocks must be >= 0, got {self.num_ucmr_blocks}")
+        if not 0 < self.logit_scale_init <= MAX_LOGIT_SCALE:
+            raise PevlError(f"logit_scale_init must be in (0, {MAX_LOGIT_SCALE:g}], got {self.logit_scale_init}")
+        if self.pose_channels < 3:
+            raise PevlError(f"pose_channels must be >= 3 (x, y, score), got {self.pose_channels}")
         if self.pose_normalize not in POSE_NORMALIZATIONS:
             raise PevlError(f"pose_normalize must be one of {POSE_NORMALIZATIONS}, not {self.pose_normalize!r}")
         if self.prompt not in PROMPTS:
@@ -161,11 +179,11 @@ class PeVLConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PeVLConfig:
         """Rebuild a config from :meth:`to_dict` output; unknown keys fail with the closest valid one."""
-        data = dict(data)
+        data = {RENAMED_FIELDS.get(key, key): value for key, value in data.items()}
         check_keys(data, cls)
         if isinstance(data.get("clip"), Mapping):
             data["clip"] = clip_config_from_dict(data["clip"])
-        for name in ("action_streams", "sub_action_streams", "score_levels"):
+        for name in TUPLE_FIELDS:
             if name in data and not isinstance(data[name], tuple):
                 data[name] = tuple(data[name])
         return cls(**data)
@@ -177,11 +195,32 @@ class PeVLConfig:
             overrides["clip"] = clip_architecture(overrides["clip"])
         elif isinstance(overrides.get("clip"), Mapping):
             overrides["clip"] = clip_config_from_dict(overrides["clip"])
-        for name in ("action_streams", "sub_action_streams", "score_levels"):
+        for name in TUPLE_FIELDS:
             if name in overrides and isinstance(overrides[name], (list, str)):
                 value = overrides[name]
                 overrides[name] = (value,) if isinstance(value, str) else tuple(value)
         return dataclasses.replace(self, **overrides)
+
+
+TUPLE_FIELDS = ("action_streams", "sub_action_streams", "score_levels", "joint_parents")
+_SCALAR_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+
+
+def _check_field_types(cfg: PeVLConfig) -> None:
+    """Refuse a value of the wrong type (``num_ucmr_blocks=2.0``, ``p2v="off"``) with a one-line error."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        kind = str(f.type).replace(" | None", "")
+        if value is None and "None" in str(f.type):
+            continue
+        if kind in _SCALAR_TYPES:
+            ok = isinstance(value, _SCALAR_TYPES[kind]) and (kind == "bool" or not isinstance(value, bool))
+            if not ok:
+                article = "an" if kind == "int" else "a"
+                got = f"{value!r} ({type(value).__name__})"
+                raise PevlError(f"model field '{f.name}' must be {article} {kind}, got {got}")
+        elif kind.startswith("tuple[") and not isinstance(value, tuple):
+            raise PevlError(f"model field '{f.name}' must be a list, got {value!r}")
 
 
 def clip_config_from_dict(data: Mapping[str, Any]) -> CLIPConfig:

@@ -24,7 +24,7 @@ from pevl.models.config import PeVLConfig
 from pevl.models.pose_encoder import PoseEncoder
 from pevl.models.poseformer import PoseFormerEncoder
 from pevl.models.prompts import ClassTexts, build_class_texts
-from pevl.models.sgmc import SGMC, Gather, Similarities
+from pevl.models.sgmc import SGMC, Similarities, masked_mean
 from pevl.models.text_encoder import TextEncoder, TextFeatures
 from pevl.models.ucmr import UCMRBlock, UCMRMaps
 from pevl.models.video_encoder import VideoEncoder
@@ -34,7 +34,7 @@ from pevl.models.video_encoder import VideoEncoder
 class PeVLOutput:
     """What :meth:`PeVL.forward` returns."""
 
-    logits: Tensor  # [B, C] class scores (log of the averaged softmaxed similarities): argmax = prediction
+    logits: Tensor  # [B, C] float32 class scores (log of the averaged softmaxed similarities): argmax = prediction
     loss: Tensor | None  # the training objective: weighted mean of ``losses`` (None without labels)
     losses: dict[str, Tensor]  # each loss term by name, unweighted
     similarities: Similarities  # cosine similarities per level and stream
@@ -62,8 +62,6 @@ class PeVL(nn.Module):
         self.sgmc = SGMC(cfg)
         if cfg.freeze_clip:
             self.clip.requires_grad_(False)
-        self.gather: Gather | None = None
-        self.rank = 0
         self._text_cache: tuple[str, TextFeatures] | None = None
 
     # ---- encoders ---------------------------------------------------------------------------------------------------
@@ -77,7 +75,8 @@ class PeVL(nn.Module):
         """z_p: clip features of the pose encoder alone, ``[B, T_p, J, 3] -> [B, E]`` (not normalised)."""
         self._require(self.pose_encoder is not None, "this model has no pose encoder (use_pose=False)")
         tokens, _ = self.pose_encoder(pose, self.clip.visual)
-        return self.pose_encoder.frame_features(tokens, self.clip.visual).mean(dim=1)
+        frames, mask = self.pose_encoder.frame_features(tokens, self.clip.visual, pose)
+        return masked_mean(frames, mask)
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         """z_t: text features, ``[N, 77] -> [N, E]`` (not normalised)."""
@@ -107,28 +106,24 @@ class PeVL(nn.Module):
         self._text_cache = None
         return super().train(mode)
 
-    def set_gather(self, gather: Gather | None, rank: int = 0) -> None:
-        """Install the cross-process gather used by the in-batch contrastive terms (distributed training)."""
-        self.gather = gather
-        self.rank = rank
-
     # ---- forward ----------------------------------------------------------------------------------------------------
     def forward_features(
         self, video: Tensor | None = None, pose: Tensor | None = None, need_weights: bool = False
-    ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | None], dict[str, Any]]:
         """Run the encoders and UCMR; per-frame features of every stream (SGMC's inputs).
 
         Args:
             video: ``[B, T_v, 3, H, W]`` (required when the model uses video).
-            pose: ``[B, T_p, J, 3]`` (required when the model uses pose).
+            pose: ``[B, T_p, J, 3]`` (required when the model uses pose); a joint with score 0 is missing.
             need_weights: Collect attention maps for the figures.
 
         Returns:
-            Frame features by stream (``video`` ``[B, T_v, E]``, ``pose`` and ``fused`` ``[B, T_p, E]``) and the maps.
+            Frame features by stream (``video`` ``[B, T_v, E]``, ``pose`` and ``fused`` ``[B, T_p, E]``), their frame
+            masks (``None`` = all frames valid; a pose frame with nobody detected is not) and the maps.
         """
         cfg = self.config
         maps: dict[str, Any] = {}
-        video_tokens = pose_tokens = None
+        video_tokens = pose_tokens = present = None
         if cfg.use_video:
             self._require(video is not None, "this model needs a video clip [B, T_v, 3, H, W]")
             self._require(video.dim() == 5, f"video must be [B, T, 3, H, W], got {list(video.shape)}")
@@ -140,6 +135,7 @@ class PeVL(nn.Module):
                 f"pose must be [B, T, {cfg.num_joints}, {cfg.pose_channels}], got {list(pose.shape)}",
             )
             pose_tokens, maps["pose_attention"] = self.pose_encoder(pose, self.clip.visual, need_weights)
+            present = pose[..., 2] > 0  # a missing joint (score 0) is masked everywhere downstream
         if video_tokens is not None and pose_tokens is not None:
             self._require(
                 pose_tokens.shape[1] % video_tokens.shape[1] == 0,
@@ -149,16 +145,16 @@ class PeVL(nn.Module):
         ucmr_maps: list[UCMRMaps] = []
         if self.ucmr is not None:
             for block in self.ucmr:
-                video_tokens, pose_tokens, block_maps = block(video_tokens, pose_tokens, need_weights)
+                video_tokens, pose_tokens, block_maps = block(video_tokens, pose_tokens, need_weights, present)
                 ucmr_maps.append(block_maps)
         maps["ucmr"] = ucmr_maps
-        video_frames = (
-            self.video_encoder.frame_features(video_tokens, self.clip.visual) if video_tokens is not None else None
-        )
-        pose_frames = (
-            self.pose_encoder.frame_features(pose_tokens, self.clip.visual) if pose_tokens is not None else None
-        )
-        return self.sgmc.stream_frames(video_frames, pose_frames), maps
+        video_frames = pose_frames = pose_mask = None
+        if video_tokens is not None:
+            video_frames = self.video_encoder.frame_features(video_tokens, self.clip.visual)
+        if pose_tokens is not None:
+            pose_frames, pose_mask = self.pose_encoder.frame_features(pose_tokens, self.clip.visual, pose)
+        frames, masks = self.sgmc.stream_frames(video_frames, pose_frames, pose_mask)
+        return frames, masks, maps
 
     def forward(
         self,
@@ -193,17 +189,18 @@ class PeVL(nn.Module):
                 num_classes == self.config.num_classes,
                 f"got {num_classes} class texts for a model of {self.config.num_classes} classes",
             )
-        frames, maps = self.forward_features(video, pose, need_weights)
-        sims = self.sgmc.similarities(frames, text)
+        frames, masks, maps = self.forward_features(video, pose, need_weights)
+        sims = self.sgmc.similarities(frames, text, masks)
         logits = self.sgmc.scores(sims, self.config.scoring_stream)
         losses: dict[str, Tensor] = {}
         if labels is not None:
-            losses = self.sgmc.losses(frames, sims, text, labels.to(logits.device), self.gather, self.rank)
+            losses = self.sgmc.losses(sims, text, labels.to(logits.device))
         if need_weights:
             maps["word_attention"] = sims.word_attention
             maps["frames"] = frames
+            maps["frame_masks"] = masks
         loss = self.sgmc.total_loss(losses) if losses else None
-        features = {stream: feats.mean(dim=1) for stream, feats in frames.items()}
+        features = {stream: masked_mean(feats, masks.get(stream)) for stream, feats in frames.items()}
         return PeVLOutput(logits, loss, losses, sims, features, maps if need_weights else {})
 
     # ---- helpers ----------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from pevl.models.clip import Block, VisionTransformer
 from pevl.models.config import PeVLConfig
-from pevl.models.pose_encoder import PoseEmbedding
+from pevl.models.pose_encoder import PoseEmbedding, joint_presence, masked_joint_mean
 
 
 class PoseFormerEncoder(nn.Module):
@@ -39,22 +39,27 @@ class PoseFormerEncoder(nn.Module):
     def forward(
         self, pose: Tensor, visual: VisionTransformer, need_weights: bool = False
     ) -> tuple[Tensor, list[Tensor]]:
-        """Encode keypoints ``[B, T, J, C]`` into tokens ``[B, T, J, D_clip]`` (``visual`` is unused)."""
+        """Encode keypoints ``[B, T, J, C]`` into tokens ``[B, T, J, D_clip]`` (``visual`` is unused).
+
+        Missing joints (score 0) are masked as keys in both the spatial and the temporal blocks.
+        """
         x = self.embed(pose)
         b, t, j, d = x.shape
+        present = joint_presence(pose)
         maps = []
         xs = x.reshape(b * t, j, d)
         for block in self.spatial:
-            xs, probs = block(xs, need_weights=need_weights)
+            xs, probs = block(xs, need_weights=need_weights, key_mask=present.reshape(b * t, j))
             if probs is not None:
                 maps.append(probs)
         xt = xs.view(b, t, j, d).transpose(1, 2).reshape(b * j, t, d)
+        time_mask = present.transpose(1, 2).reshape(b * j, t)
         for block in self.temporal:
-            xt, _ = block(xt)
+            xt, _ = block(xt, key_mask=time_mask)
         x = xt.view(b, j, t, d).transpose(1, 2)
         return self.lift(self.norm(x)), maps
 
     @staticmethod
-    def frame_features(tokens: Tensor, visual: VisionTransformer) -> Tensor:
-        """Project joint tokens and average over joints: ``[B, T, J, D] -> [B, T, E]``."""
-        return visual.head(tokens).mean(dim=2)
+    def frame_features(tokens: Tensor, visual: VisionTransformer, pose: Tensor) -> tuple[Tensor, Tensor]:
+        """Project joint tokens, average over each frame's detected joints; frame features and frame mask."""
+        return masked_joint_mean(visual.head(tokens), pose)

@@ -7,14 +7,14 @@ With the adapters at their zero init, a one-frame clip is encoded exactly as CLI
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from pevl.models.adapters import VideoBlockAdapters
-from pevl.models.clip import Block, VisionTransformer
+from pevl.models.adapters import VideoBlockAdapters, run_adapted_blocks, spatial_step
+from pevl.models.clip import VisionTransformer, resize_temporal_embed
 from pevl.models.config import PeVLConfig
-from pevl.models.embeddings import resize_temporal_embed
 
 
 class VideoEncoder(nn.Module):
@@ -34,14 +34,6 @@ class VideoEncoder(nn.Module):
             VideoBlockAdapters(width, cfg.adapter_ratio) for _ in range(cfg.clip.vision.layers)
         )
 
-    def _block(
-        self, block: Block, adapters: VideoBlockAdapters, x: Tensor, need_weights: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        attn_out, probs = block.attn(block.ln_1(x), need_weights=need_weights)
-        x = x + adapters.s_adapter(attn_out)
-        h = block.ln_2(x)
-        return x + block.mlp(h) + self.scale * adapters.mlp_adapter(h), probs
-
     def forward(
         self, video: Tensor, visual: VisionTransformer, need_weights: bool = False
     ) -> tuple[Tensor, list[Tensor]]:
@@ -60,17 +52,13 @@ class VideoEncoder(nn.Module):
         b, t = video.shape[:2]
         temporal = resize_temporal_embed(self.temporal_embed, t)
         x = visual.embed(video.flatten(0, 1), extra_cls=temporal.repeat(b, 1))
-        maps = []
-        for block, adapters in zip(visual.blocks, self.adapters, strict=True):
-            if self.grad_checkpointing and self.training and not need_weights:
-                x, probs = checkpoint(self._block, block, adapters, x, False, use_reentrant=False)
-            else:
-                x, probs = self._block(block, adapters, x, need_weights)
-            if probs is not None:
-                maps.append(probs)
+        step = partial(spatial_step, mlp_scale=self.scale)  # S-Attn over each frame, then the MLP
+        checkpointing = self.grad_checkpointing and self.training
+        x, maps = run_adapted_blocks(visual.blocks, self.adapters, x, step, need_weights, checkpointing)
         return x.view(b, t, *x.shape[1:]), maps
 
     @staticmethod
     def frame_features(tokens: Tensor, visual: VisionTransformer) -> Tensor:
         """Project each frame's [cls] token into the joint space: ``[B, T, 1+N, D] -> [B, T, E]``."""
         return visual.head(tokens[:, :, 0])
+

@@ -115,14 +115,13 @@ def profile_model(
     )
 
     def run_heads() -> Any:
-        video_frames = (
-            model.video_encoder.frame_features(video_tokens, model.clip.visual) if video_tokens is not None else None
-        )
-        pose_frames = (
-            model.pose_encoder.frame_features(pose_tokens, model.clip.visual) if pose_tokens is not None else None
-        )
-        frames = model.sgmc.stream_frames(video_frames, pose_frames)
-        return model.sgmc.similarities(frames, text)
+        video_frames = pose_frames = None
+        if video_tokens is not None:
+            video_frames = model.video_encoder.frame_features(video_tokens, model.clip.visual)
+        if pose_tokens is not None:
+            pose_frames, _ = model.pose_encoder.frame_features(pose_tokens, model.clip.visual, pose)
+        frames, masks = model.sgmc.stream_frames(video_frames, pose_frames)
+        return model.sgmc.similarities(frames, text, masks)
 
     gflops, _ = _macs(run_heads)
     groups.append(GroupProfile(f"projections + SGMC ({num_classes} classes)", *_count(model.sgmc), gflops))

@@ -1,6 +1,10 @@
-"""Atomic file output: write to a temporary file beside the target, then rename.
+"""File output: writability checks made before the work starts, and atomic writes.
 
-A crash or an error half-way never leaves a partial file under the final name.
+:func:`check_output_file` and :func:`check_output_dir` tell, before a command spends minutes working, whether its
+output can be written, as one line naming the path (raised as :class:`~pevl.errors.PevlError`). They create
+nothing. The atomic helpers write to a temporary file beside the target, then rename it: a crash or an error
+half-way never leaves a partial file under the final name, and the result gets the permissions of any file
+created under the current umask.
 """
 
 from __future__ import annotations
@@ -12,6 +16,98 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from pevl.errors import PevlError
+
+
+def current_umask() -> int:
+    """The process's umask (from ``/proc`` where there is one, else by setting it and putting it back)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | Path, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open`` / ``mkdir`` would have given it under the current umask.
+
+    ``tempfile`` creates files 0600 and folders 0700 whatever the umask; a result renamed from such a temporary
+    must not keep that mode.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def _first_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    current = path
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _probe_write(folder: Path, target: Path, what: str) -> None:
+    """Create and delete a temporary file in ``folder``; a failure names ``target`` (what the user gave)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".pevl-write-test-", dir=folder)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        where = "" if folder == target.absolute() else f" {folder} is not writable:"
+        raise PevlError(f"{target}: cannot write the {what}:{where} {reason}") from None
+    os.close(fd)
+    os.unlink(name)
+
+
+def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Check that ``path`` is, or can be created as, a folder this process can write in; create nothing.
+
+    Args:
+        path: The folder.
+        what: What the folder is, for the message (``"output folder"``, ``"cache folder"``).
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    Raises:
+        PevlError: One line naming ``path``: it is a file, a file stands where a parent folder is needed, or the
+            first existing folder on its way is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PevlError(f"{path}: is a file; the {what} must be a folder")
+    existing = _first_existing(path.absolute())
+    if not existing.is_dir():
+        raise PevlError(f"{path}: cannot create the {what}: {existing} is a file, not a folder")
+    _probe_write(existing, path, what)
+    return path
+
+
+def check_output_file(path: str | Path, what: str = "output file") -> Path:
+    """Check that the file ``path`` can be written (created or replaced); create nothing.
+
+    Args:
+        path: The file.
+        what: What the file is, for the message.
+
+    Returns:
+        ``path`` as a :class:`Path`.
+
+    Raises:
+        PevlError: One line naming ``path``: it is a folder, its folder cannot be created, or is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise PevlError(f"{path}: is a folder; the {what} must be a file")
+    parent = path.absolute().parent
+    if parent.exists() and not parent.is_dir():
+        raise PevlError(f"{path}: cannot write the {what}: {parent} is a file, not a folder")
+    existing = _first_existing(parent)
+    if not existing.is_dir():
+        raise PevlError(f"{path}: cannot write the {what}: {existing} is a file, not a folder")
+    _probe_write(existing, path, what)
+    return path
 
 
 @contextlib.contextmanager
@@ -34,6 +130,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

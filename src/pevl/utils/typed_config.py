@@ -33,6 +33,10 @@ def _describe(tp: Any) -> str:
     return names.get(origin or tp, getattr(tp, "__name__", str(tp)))
 
 
+_BOOL_WORDS = {word: "true" for word in ("yes", "on", "y")} | {word: "false" for word in ("no", "off", "n")}
+"""YAML 1.1 and shell habits for booleans: refused (YAML 1.2 reads them as strings), with the word meant."""
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -40,8 +44,9 @@ def _is_number(value: Any) -> bool:
 def coerce_value(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` to the annotated type ``tp`` (``int``, ``float | None``, ``tuple[float, float]``, ...).
 
-    Ints are accepted for floats, numeric strings for numbers (``"1e-4"``), lists for tuples and ``null`` for an
-    empty mapping; booleans are never taken for numbers.
+    Ints are accepted for floats, numeric strings for floats (``"1e-4"``), lists for tuples (a single string for a
+    tuple of strings) and ``null`` for an empty mapping. Nothing else is converted: booleans are only ``true`` /
+    ``false`` (not ``"no"`` or ``off``), integers are never floats (``2.0`` is refused), booleans never numbers.
 
     Raises:
         ConfigKeyError: Naming ``key``: ``config key 'optim.lr' must be a number, got 'fast'``.
@@ -59,8 +64,11 @@ def coerce_value(value: Any, tp: Any, key: str) -> Any:
         raise fail
     if tp is bool and isinstance(value, bool):
         return value
-    if tp is int and _is_number(value) and float(value).is_integer():
-        return int(value)
+    if tp is bool and isinstance(value, str) and value.lower() in _BOOL_WORDS:
+        meant = _BOOL_WORDS[value.lower()]
+        raise ConfigKeyError(key, f"config key '{key}' must be true or false, got {value!r} (write {meant})")
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
     if tp is float and (_is_number(value) or isinstance(value, str)):
         try:
             return float(value)
@@ -68,6 +76,8 @@ def coerce_value(value: Any, tp: Any, key: str) -> Any:
             raise fail from None
     if tp is str and (isinstance(value, str) or (_is_number(value) and isinstance(value, int))):
         return str(value)  # an int is accepted for names such as split `1`
+    if origin is tuple and Ellipsis in args and args[0] is str and isinstance(value, str):
+        return (value,)
     if origin is tuple and isinstance(value, (list, tuple)):
         if Ellipsis in args:
             return tuple(coerce_value(v, args[0], key) for v in value)
@@ -145,3 +155,35 @@ def check_keys(mapping: Mapping[str, Any], dataclass_type: type, prefix: str = "
         nested = _nested_dataclass(types_by_name[key])
         if nested is not None and isinstance(value, Mapping):
             check_keys({k: v for k, v in value.items() if k != DELETE_KEY}, nested, f"{prefix}{key}.")
+
+
+def coerce_mapping(mapping: Mapping[str, Any], dataclass_type: type, prefix: str = "") -> dict[str, Any]:
+    """Check the keys of ``mapping`` against ``dataclass_type`` and convert each value to its field's type.
+
+    The same rules as the run sections (:func:`coerce_value`); a nested dataclass field takes a mapping (checked
+    recursively) or any other value its own constructor accepts (e.g. an architecture name).
+
+    Args:
+        mapping: Field names to values, e.g. ``{"num_ucmr_blocks": 2, "p2v": False}``.
+        dataclass_type: The dataclass whose fields the keys must be.
+        prefix: Dotted path shown before each key, e.g. ``"model.overrides."``.
+
+    Returns:
+        A new mapping with converted values.
+
+    Raises:
+        ConfigKeyError: On the first unknown key (closest one suggested) or a value of the wrong type.
+    """
+    check_keys(mapping, dataclass_type, prefix)
+    types_by_name = field_types(dataclass_type)
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if key == DELETE_KEY:
+            continue
+        tp = types_by_name[key]
+        nested = _nested_dataclass(tp)
+        if nested is not None:
+            out[key] = coerce_mapping(value, nested, f"{prefix}{key}.") if isinstance(value, Mapping) else value
+        else:
+            out[key] = coerce_value(value, tp, f"{prefix}{key}")
+    return out

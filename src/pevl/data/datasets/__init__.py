@@ -114,5 +114,6 @@ def build_dataset(
         poses=poses,
         seed=seed,
         rawframe_template=spec.rawframe_template,
+        rawframe_start=spec.rawframe_start,
         flip_prob=float(options.get("flip_prob", 0.0)),
     )

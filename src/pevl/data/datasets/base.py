@@ -6,7 +6,7 @@ does the rest. An item is ``{"video": [V, T_v, 3, S, S], "pose": [V, T_p, 17, 3]
 
 Poses come from a PYSKL pickle (:class:`PicklePoses`, looked up by ``frame_dir``, falling back to the file
 stem) or from the cache ``pevl extract-poses`` fills (:class:`CachePoses`). With several persons the dataset
-keeps the *main person*: the one with the highest mean keypoint score over the clip.
+keeps the *main person* (:func:`pevl.data.pose.tracking.main_person`: the largest confidently seen person).
 
 Randomness is reproducible: item ``i`` of epoch ``e`` draws from a generator seeded with ``(seed, e, i)``, so a
 resumed training run sees exactly the samples an uninterrupted one would (call :meth:`ActionDataset.set_epoch`).
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pevl.data.pose.layouts import to_coco17
-from pevl.data.pose.pyskl import load_pyskl, main_person
+from pevl.data.pose.gaps import fill_gaps
+from pevl.data.pose.pyskl import SkeletonFile, main_person
 from pevl.errors import PevlError, file_error
 
 
@@ -93,14 +93,6 @@ class PoseSource(ABC):
             )
 
 
-def _main_person_coco(keypoint: np.ndarray, score: np.ndarray, layout: str | None) -> tuple[np.ndarray, np.ndarray]:
-    if keypoint.shape[-2] != 17:
-        if layout is None:
-            raise PevlError(f"poses have {keypoint.shape[-2]} joints, not COCO-17: set pose_layout (e.g. 'jhmdb15')")
-        keypoint, score = to_coco17(keypoint, score, layout)
-    return main_person(keypoint, score)
-
-
 class PicklePoses(PoseSource):
     """Poses from a PYSKL skeleton pickle, looked up by ``frame_dir`` and then by the file stem.
 
@@ -110,41 +102,26 @@ class PicklePoses(PoseSource):
     """
 
     def __init__(self, path: str | Path, layout: str | None = None) -> None:
-        self.path = Path(path)
+        self.file = SkeletonFile(path, layout)
+        self.path = self.file.path
         self.layout = layout
         self.description = f"pose file {self.path}"
-        data = load_pyskl(self.path)
-        self.split = data["split"]
-        self.by_key: dict[str, dict] = {}
-        stems: dict[str, list[dict]] = {}
-        for ann in data["annotations"]:
-            self.by_key[ann["frame_dir"]] = ann
-            stems.setdefault(Path(ann["frame_dir"]).name, []).append(ann)
-        for stem, anns in stems.items():  # a stem is only a key when it is unambiguous
-            if len(anns) == 1:
-                self.by_key.setdefault(stem, anns[0])
+        self.split = self.file.split
 
     @property
     def annotations(self) -> list[dict]:
-        """Every annotation of the file (unique by ``frame_dir``)."""
-        return list({id(a): a for a in self.by_key.values()}.values())
-
-    def _find(self, record: VideoRecord) -> dict | None:
-        for key in record.lookup_keys:
-            ann = self.by_key.get(key)
-            if ann is not None:
-                return ann
-        return None
+        """Every annotation of the file."""
+        return self.file.annotations
 
     def has(self, record: VideoRecord) -> bool:  # noqa: D102
-        return self._find(record) is not None
+        return self.file.find(record.lookup_keys) is not None
 
     def get(self, record: VideoRecord) -> PoseClip:  # noqa: D102
-        ann = self._find(record)
+        ann = self.file.find(record.lookup_keys)
         if ann is None:
             raise file_error(self.path, f"no poses for {record.name}")
-        keypoint, score = _main_person_coco(ann["keypoint"], ann["keypoint_score"], self.layout)
-        return PoseClip(keypoint, score, ann["img_shape"])
+        person = self.file.person(ann)
+        return PoseClip(person.keypoint, person.score, person.img_shape)
 
 
 class CachePoses(PoseSource):
@@ -162,47 +139,31 @@ class CachePoses(PoseSource):
         self.description = f"the pose cache {self.cache.root} ({backend})"
 
     def has(self, record: VideoRecord) -> bool:  # noqa: D102
-        if record.video is None:
+        source = record.video or record.frames_dir  # a rawframe folder is cached like a video
+        if source is None:
             return False
-        path = self.cache.path_for(record.video)
+        path = self.cache.path_for(source)
         return path is not None and path.is_file()
 
     def get(self, record: VideoRecord) -> PoseClip:  # noqa: D102
-        seq = self.cache.get(record.video) if record.video is not None else None
+        source = record.video or record.frames_dir
+        seq = self.cache.get(source) if source is not None else None
         if seq is None:
-            raise PevlError(f"{record.video}: no cached poses in {self.cache.root}; run `pevl extract-poses` first")
-        keypoint, score = main_person(seq.keypoint, seq.keypoint_score)
+            raise PevlError(f"{source}: no cached poses in {self.cache.root}; run `pevl extract-poses` first")
+        keypoint, score = main_person(*fill_gaps(seq.keypoint, seq.keypoint_score))
         return PoseClip(keypoint, score, seq.img_shape)
 
 
 def read_rawframes(
     folder: Path, indices: Sequence[int], template: str = "img_{:05d}.jpg", start: int = 1
 ) -> np.ndarray:
-    """Read extracted frames (MMAction2 rawframes) with Pillow.
+    """Read extracted frames (MMAction2 rawframes) named by ``template``: ``[len(indices), H, W, 3]`` RGB uint8.
 
-    Args:
-        folder: The frame folder.
-        indices: 0-based frame indices.
-        template: File name pattern, formatted with the 1-based (``start``-based) frame number.
-        start: Number of the first frame file.
-
-    Returns:
-        ``[len(indices), H, W, 3]`` RGB uint8.
+    See :func:`pevl.data.rawframes.read_template_frames`.
     """
-    from PIL import Image
+    from pevl.data.rawframes import read_template_frames
 
-    cache: dict[int, np.ndarray] = {}
-    out = []
-    for index in indices:
-        if index not in cache:
-            path = folder / template.format(int(index) + start)
-            try:
-                with Image.open(path) as image:
-                    cache[index] = np.asarray(image.convert("RGB"))
-            except OSError as err:
-                raise file_error(path, f"cannot read the frame ({err.__class__.__name__})") from None
-        out.append(cache[index])
-    return np.stack(out)
+    return read_template_frames(folder, indices, template, start)
 
 
 class ActionDataset(Dataset):
@@ -294,11 +255,18 @@ class ActionDataset(Dataset):
     def _video_frames(self, index: int, record: VideoRecord) -> tuple[int, int, int]:
         """``(first frame, frame count, frames in the whole file)`` of the record in its video or frame folder."""
         if record.frames_dir is not None and record.num_frames is not None:
-            return 0, record.num_frames, record.num_frames
+            if record.window is None:
+                return 0, record.num_frames, record.num_frames
+            if index not in self._video_info:  # a clip of a longer folder (MMAction2's with_offset lists)
+                from pevl.data.rawframes import probe_rawframes
+
+                self._video_info[index] = (probe_rawframes(record.frames_dir).num_frames, 0.0)
+            offset = record.window[0]
+            return offset, record.num_frames, max(self._video_info[index][0], offset + record.num_frames)
         if record.frames_dir is not None:
-            if not record.frames_dir.is_dir():
-                raise file_error(record.frames_dir, "no such frame folder")
-            count = sum(1 for p in record.frames_dir.iterdir() if p.is_file())
+            from pevl.data.rawframes import probe_rawframes
+
+            count = probe_rawframes(record.frames_dir).num_frames
             return 0, count, count
         if index not in self._video_info:
             from pevl.data.video import probe_video
@@ -318,6 +286,10 @@ class ActionDataset(Dataset):
         return start, end - start, total
 
     def _read(self, record: VideoRecord, indices: np.ndarray) -> np.ndarray:
+        if record.frames_dir is not None and record.num_frames is None:  # a folder named without a frame count
+            from pevl.data.rawframes import read_rawframes as read_numbered
+
+            return read_numbered(record.frames_dir, indices.tolist())
         if record.frames_dir is not None:
             return read_rawframes(record.frames_dir, indices, self.rawframe_template, self.rawframe_start)
         from pevl.data.video import read_frames

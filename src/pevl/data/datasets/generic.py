@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from pevl.data.datasets.base import VideoRecord
-from pevl.data.datasets.lists import ListEntry, check_labels, parse_video_list, read_class_names
+from pevl.data.datasets.lists import (
+    ListEntry,
+    check_labels,
+    parse_video_list,
+    read_class_names,
+    read_label_map,
+    relabel,
+)
 from pevl.data.datasets.registry import DatasetSpec, missing_videos_error, register
 from pevl.data.labels import clean_class_name
 from pevl.errors import PevlError, file_error
@@ -53,7 +60,12 @@ def records_from_list(
         path = video_dir / entry.name
         key = str(Path(entry.name).with_suffix("")) if Path(entry.name).suffix else entry.name
         if entry.num_frames is not None and path.is_dir():
-            records.append(VideoRecord(key, entry.label, frames_dir=path, num_frames=entry.num_frames))
+            window = (entry.offset, entry.offset + entry.num_frames) if entry.offset else None
+            records.append(
+                VideoRecord(key, entry.label, frames_dir=path, num_frames=entry.num_frames, window=window)
+            )
+        elif path.is_dir() and entry.num_frames is None:
+            records.append(VideoRecord(key, entry.label, frames_dir=path))
         elif path.is_file():
             records.append(VideoRecord(key, entry.label, video=path))
         else:
@@ -63,27 +75,38 @@ def records_from_list(
     return records
 
 
-@register("video_list", options={"list_file", "label_map", "video_dir", "coarse", "filename_tmpl", "skip_missing"})
+@register(
+    "video_list",
+    options={
+        "list_file", "label_map", "video_dir", "coarse", "filename_tmpl", "skip_missing", "list_kind", "with_offset",
+        "start_index",
+    },
+)  # fmt: skip
 def build_video_list(name: str, split: str, root: Path | None, options: dict[str, Any]) -> DatasetSpec:
     """Build a dataset from a ``<video> <label>`` list (see the module docstring)."""
     if root is None and options.get("list_file"):
         root = Path(options["list_file"]).parent
     root = _root(root, name)
     list_file = Path(options["list_file"]) if options.get("list_file") else root / f"{split}.txt"
-    entries = parse_video_list(list_file)
+    video_dir = Path(options["video_dir"]) if options.get("video_dir") else root
+    entries = parse_video_list(
+        list_file, kind=options.get("list_kind", "auto"), with_offset=bool(options.get("with_offset")), root=video_dir
+    )
     label_map = options.get("label_map") or (root / "classes.txt" if (root / "classes.txt").is_file() else None)
     if label_map is not None:
-        classes = [clean_class_name(c) for c in read_class_names(label_map)]
+        names = read_label_map(label_map)
+        entries = relabel(list_file, entries, names)
+        classes = [clean_class_name(c) for c in names.names]
     else:
         classes = [f"class {i}" for i in range(max((e.label for e in entries), default=-1) + 1)]
     check_labels(list_file, entries, len(classes))
-    video_dir = Path(options["video_dir"]) if options.get("video_dir") else root
     records = records_from_list(entries, video_dir, list_file, bool(options.get("skip_missing")))
     return DatasetSpec(
         records=records,
         classes=classes,
         coarse=coarse_types(root, options, len(classes)),
         rawframe_template=options.get("filename_tmpl", "img_{:05d}.jpg"),
+        rawframe_start=int(options.get("start_index", 1)),
     )
 
 

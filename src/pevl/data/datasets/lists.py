@@ -5,12 +5,15 @@ Every reader raises :class:`~pevl.errors.PevlError` naming the file (and the lin
 
 from __future__ import annotations
 
+import json
 import re
+import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
-from pevl.errors import file_error
+from pevl.errors import PevlError, file_error
 
 
 def read_lines(path: str | Path) -> list[tuple[int, str]]:
@@ -30,27 +33,181 @@ def read_lines(path: str | Path) -> list[tuple[int, str]]:
 
 
 _FINEGYM_CATEGORY = re.compile(r"^Clabel:\s*(\d+)\s*;.*?;\s*Glabel:\s*\d+\s*;\s*(.*)$")
+_ID_COLON_NAME = re.compile(r"^(\d+)\s*:\s*(\S.*)$")  # AVA / MultiSports "12: stand"
+_ID_SPACE_NAME = re.compile(r"^(\d+)\s+([^\d\s].*)$")  # UCF101 classInd.txt "1 ApplyEyeMakeup"
+_PBTXT_ITEM = re.compile(r"item\s*\{(.*?)\}", re.S)
 
 
-def read_class_names(path: str | Path) -> list[str]:
-    """Class names, one per line, in label order.
+@dataclass(frozen=True)
+class LabelMap:
+    """Class names with the ids a dataset's annotations use for them.
 
-    Also reads FineGym's category files (``Clabel: 0; set: 1; Glabel: 1; (VT) round-off, ...``), ordered by
-    ``Clabel``.
+    Attributes:
+        ids: The class id of each class, in class-index order (``0..N-1`` for plain name-per-line maps; the
+            file's own ids, possibly sparse, for ``id: name`` maps such as AVA's).
+        names: The class name of each class, in the same order.
+    """
+
+    ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+    @property
+    def contiguous(self) -> bool:
+        """Whether the ids are exactly ``0..N-1`` (class index == class id)."""
+        return self.ids == tuple(range(len(self.ids)))
+
+    def index(self, class_id: int) -> int:
+        """The class index of a class id.
+
+        Raises:
+            KeyError: The id is not in the map.
+        """
+        return self._positions[class_id]
+
+    @cached_property
+    def _positions(self) -> dict[int, int]:
+        return {class_id: i for i, class_id in enumerate(self.ids)}
+
+    def name_of(self, class_id: int) -> str:
+        """The name of a class id (``KeyError`` when unknown)."""
+        return self.names[self.index(class_id)]
+
+
+def read_label_map(path: str | Path) -> LabelMap:
+    """Read a label map in any of the formats MMAction2 and its datasets use.
+
+    - one name per line (MMAction2 ``label_map_k400.txt``, NTU, Diving48, FineGym names): ids ``0..N-1``;
+    - ``id: name`` lines (AVA, MultiSports) or ``id name`` lines (UCF101 ``classInd.txt``): the file's ids,
+      kept as written even when sparse (AVA's 60 evaluated classes out of 80), in increasing id order;
+    - AVA's ``.pbtxt`` (``item { name: "..." id: N }``);
+    - JSON: a list of names, ``{"id": "name"}`` or ``{"name": id}``;
+    - FineGym category files (``Clabel: 0; set: 1; Glabel: 1; (VT) ...``).
 
     Raises:
-        PevlError: Missing file, no names, or a FineGym category file with gaps in ``Clabel``.
+        PevlError: Missing, binary or non-UTF-8 file, malformed JSON, a file mixing ``id: name`` lines with
+            other lines, duplicate ids, or a file holding fewer than one name per line (e.g. a whole JSON map
+            on one line that is not valid JSON); the message names the file and the line.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise file_error(path, "no such file" if not path.exists() else "not a file")
+    raw = path.read_bytes()
+    if b"\0" in raw[:4096]:
+        raise file_error(path, "is a binary file, not a label map")
     lines = read_lines(path)
     if not lines:
         raise file_error(path, "holds no class names")
-    matches = [_FINEGYM_CATEGORY.match(line) for _, line in lines]
-    if all(matches):
-        by_label = {int(m.group(1)): m.group(2).strip() for m in matches}  # type: ignore[union-attr]
-        if sorted(by_label) != list(range(len(by_label))):
+    text = "\n".join(line for _, line in lines)
+    if path.suffix.lower() == ".json" or text[0] in "[{":
+        if path.suffix.lower() == ".pbtxt" or _PBTXT_ITEM.search(text):
+            return _pbtxt_map(path, text)
+        return _json_map(path, text)
+    if path.suffix.lower() == ".pbtxt" or text.startswith("item"):
+        return _pbtxt_map(path, text)
+    finegym = [_FINEGYM_CATEGORY.match(line) for _, line in lines]
+    if all(finegym):
+        pairs = [(int(m.group(1)), m.group(2).strip()) for m in finegym]  # type: ignore[union-attr]
+        result = _id_map(path, pairs, [n for n, _ in lines])
+        if not result.contiguous:
             raise file_error(path, "Clabel values are not 0..N-1")
-        return [by_label[i] for i in range(len(by_label))]
-    return [line for _, line in lines]
+        return result
+    for pattern in (_ID_COLON_NAME, _ID_SPACE_NAME):
+        matches = [pattern.match(line) for _, line in lines]
+        hits = sum(m is not None for m in matches)
+        if hits == len(lines):
+            pairs = [(int(m.group(1)), m.group(2).strip()) for m in matches]  # type: ignore[union-attr]
+            return _id_map(path, pairs, [n for n, _ in lines])
+        if pattern is _ID_COLON_NAME and hits * 2 > len(lines):
+            number = next(n for (n, _), m in zip(lines, matches, strict=True) if m is None)
+            raise file_error(path, f"line {number}: not an 'id: name' line like the others")
+    names = [line for _, line in lines]
+    if len(names) == 1 and any(sep in names[0] for sep in (",", ";", "\t")):
+        raise file_error(path, "holds a single line of several names; a label map has one class name per line")
+    return LabelMap(tuple(range(len(names))), tuple(names))
+
+
+def relabel(path: str | Path, entries: list[ListEntry], label_map: LabelMap) -> list[ListEntry]:
+    """Turn the class ids of list entries into class indices of ``label_map`` (a no-op for ``0..N-1`` maps).
+
+    Raises:
+        PevlError: Naming the first line whose id the map does not have.
+    """
+    if label_map.contiguous:
+        return entries
+    out = []
+    for entry in entries:
+        try:
+            labels = tuple(label_map.index(label) for label in entry.labels)
+        except KeyError:
+            bad = next(label for label in entry.labels if label not in label_map.ids)
+            raise file_error(path, f"line {entry.line}: class id {bad} is not in the label map") from None
+        out.append(replace(entry, label=labels[0] if labels else -1, labels=labels))
+    return out
+
+
+def _id_map(path: Path, pairs: list[tuple[int, str]], numbers: list[int]) -> LabelMap:
+    seen: dict[int, int] = {}
+    for (class_id, _), number in zip(pairs, numbers, strict=True):
+        if class_id in seen:
+            raise file_error(path, f"line {number}: id {class_id} already named on line {seen[class_id]}")
+        seen[class_id] = number
+    pairs = sorted(pairs)
+    return LabelMap(tuple(i for i, _ in pairs), tuple(n for _, n in pairs))
+
+
+def _json_map(path: Path, text: str) -> LabelMap:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise file_error(path, f"not valid JSON (line {err.lineno}: {err.msg})") from None
+    if isinstance(data, list) and data and all(isinstance(x, str) for x in data):
+        return LabelMap(tuple(range(len(data))), tuple(data))
+    if isinstance(data, dict) and data:
+        keys, values = list(data), list(data.values())
+        if all(_is_int(k) for k in keys) and all(isinstance(v, str) for v in values):
+            return _id_map(path, [(int(k), v) for k, v in data.items()], [0] * len(data))
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            by_id: dict[int, str] = {}
+            for name, class_id in data.items():
+                if class_id in by_id:
+                    raise file_error(path, f"id {class_id} names both {by_id[class_id]!r} and {name!r}")
+                by_id[class_id] = name
+            return _id_map(path, sorted(by_id.items()), [0] * len(by_id))
+    raise file_error(path, 'JSON label map must be a list of names, {"id": "name"} or {"name": id}')
+
+
+def _pbtxt_map(path: Path, text: str) -> LabelMap:
+    pairs = []
+    for number, match in enumerate(_PBTXT_ITEM.finditer(text), 1):
+        body = match.group(1)
+        name = re.search(r'\bname:\s*"([^"]*)"', body) or re.search(r'\bdisplay_name:\s*"([^"]*)"', body)
+        class_id = re.search(r"\b(?:label_)?id:\s*(\d+)", body)
+        if name is None or class_id is None:
+            raise file_error(path, f"item {number} has no name or no id")
+        pairs.append((int(class_id.group(1)), name.group(1)))
+    if not pairs:
+        raise file_error(path, "no 'item { name: ... id: ... }' entries")
+    return _id_map(path, pairs, list(range(1, len(pairs) + 1)))
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names in class-index order, from any label map :func:`read_label_map` reads.
+
+    For maps with their own ids the names come in increasing id order; use :func:`read_label_map` to turn
+    those ids into class indices.
+
+    Raises:
+        PevlError: As :func:`read_label_map`.
+    """
+    return list(read_label_map(path).names)
 
 
 @dataclass(frozen=True)
@@ -59,43 +216,109 @@ class ListEntry:
 
     Attributes:
         name: The video path or frame folder as written (relative to the data folder).
-        label: Class index.
+        label: Class index: the first label of the line, -1 when the line has none (a test-time list).
         num_frames: Frame count (rawframe lists only).
         line: Line number in the file.
+        labels: Every label of the line (several on multi-label lines; empty when unlabelled).
+        offset: Rawframe lists written ``with_offset``: frames of the folder before the clip's first one.
     """
 
     name: str
     label: int
     num_frames: int | None
     line: int
+    labels: tuple[int, ...] = ()
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.labels and self.label >= 0:
+            object.__setattr__(self, "labels", (int(self.label),))
 
 
-def parse_video_list(path: str | Path) -> list[ListEntry]:
-    """Parse an MMAction2-style list: ``<video> <label>`` or ``<frame folder> <num frames> <label>`` per line.
+LIST_KINDS = ("auto", "videos", "rawframes")
+"""What a list file holds: ``videos`` (``VideoDataset``), ``rawframes`` (``RawframeDataset``) or ``auto``."""
 
-    Comma-separated ``<video>,<label>`` lines are accepted too. Multi-label lines keep the first label.
+
+def parse_video_list(
+    path: str | Path, kind: str = "auto", with_offset: bool = False, root: str | Path | None = None
+) -> list[ListEntry]:
+    """Parse an MMAction2 annotation list the way MMAction2's ``load_data_list`` does.
+
+    Video lists (``VideoDataset``): ``<video> [<label> ...]``: no label is an unlabelled test-time line (label
+    -1), several labels a multi-label line. Rawframe lists (``RawframeDataset``): ``<folder> <total_frames>
+    [<label> ...]``, or with ``with_offset`` ``<folder> <offset> <total_frames> [<label> ...]``. Fields are
+    separated by whitespace; ``<video>,<label>`` lines are accepted too. Blank lines and ``#`` lines are skipped.
+
+    With ``kind="auto"`` a line whose first field has a video extension is a video line; the other lines are
+    rawframe lines when any of them has three or more fields, or when the first one is a folder under
+    ``root``; otherwise (``<name> <number>`` everywhere) they are read as videos with a label.
+
+    Args:
+        path: The list file.
+        kind: ``"auto"``, ``"videos"`` or ``"rawframes"``.
+        with_offset: Rawframe lines carry an offset before the frame count (MMAction2's ``with_offset``).
+        root: Folder the names are relative to, used by ``auto`` to recognise frame folders.
+
+    Returns:
+        The entries in file order.
 
     Raises:
-        PevlError: Missing file or a line that is neither form (naming the line).
+        PevlError: Missing file, an unknown ``kind``, or a malformed line (naming the line and the field).
     """
-    entries = []
+    if kind not in LIST_KINDS:
+        raise PevlError(f"unknown list kind {kind!r} (choose from {', '.join(LIST_KINDS)})")
+    rows = []
     for number, line in read_lines(path):
-        tokens = line.split(",") if "," in line and line.rsplit(",", 1)[-1].strip().isdigit() else line.split()
-        tokens = [t.strip() for t in tokens]
-        if len(tokens) >= 3 and tokens[-1].isdigit() and tokens[-2].isdigit():
-            name, frames, label = " ".join(tokens[:-2]), int(tokens[-2]), int(tokens[-1])
-            if not _looks_like_video(name):
-                entries.append(ListEntry(name, label, frames, number))
-                continue
-        if len(tokens) >= 2 and tokens[1].lstrip("-").isdigit():
-            entries.append(ListEntry(tokens[0], int(tokens[1]), None, number))
+        if line.startswith("#"):
             continue
-        raise file_error(path, f"line {number}: expected '<video> <label>' or '<frames> <num_frames> <label>'")
+        fields = line.split()
+        if len(fields) == 1 and "," in line:
+            fields = [f.strip() for f in line.split(",")]
+        rows.append((number, fields))
+    rawframes = kind == "rawframes"
+    if kind == "auto":
+        others = [fields for _, fields in rows if not _looks_like_video(fields[0])]
+        base = Path(root) if root is not None else None
+        rawframes = with_offset or any(len(f) >= 3 for f in others) or (
+            base is not None and any((base / f[0]).is_dir() for f in others)
+        )
+    entries = []
+    for number, fields in rows:
+        if rawframes and not (kind == "auto" and _looks_like_video(fields[0])):
+            entries.append(_rawframe_entry(path, number, fields, with_offset))
+        else:
+            labels = _integers(path, number, fields[1:], "label")
+            entries.append(ListEntry(fields[0], labels[0] if labels else -1, None, number, tuple(labels)))
     return entries
 
 
+def _integers(path: str | Path, number: int, fields: list[str], what: str) -> list[int]:
+    values = []
+    for field in fields:
+        try:
+            values.append(int(field))
+        except ValueError:
+            raise file_error(path, f"line {number}: {what} {field!r} is not an integer") from None
+    return values
+
+
+def _rawframe_entry(path: str | Path, number: int, fields: list[str], with_offset: bool) -> ListEntry:
+    needed = 3 if with_offset else 2
+    if len(fields) < needed:
+        layout = "<folder> <offset> <total_frames>" if with_offset else "<folder> <total_frames>"
+        raise file_error(path, f"line {number}: expected '{layout} [<label> ...]'")
+    offset = _integers(path, number, fields[1:2], "offset")[0] if with_offset else 0
+    total = _integers(path, number, fields[needed - 1 : needed], "total_frames")[0]
+    if total < 1 or offset < 0:
+        raise file_error(path, f"line {number}: total_frames must be positive and offset not negative")
+    labels = _integers(path, number, fields[needed:], "label")
+    return ListEntry(fields[0], labels[0] if labels else -1, total, number, tuple(labels), offset)
+
+
 def _looks_like_video(name: str) -> bool:
-    return Path(name).suffix.lower() in {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv"}
+    return Path(name).suffix.lower() in {
+        ".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".ogv",
+    }  # fmt: skip
 
 
 def find_existing(candidates: Iterable[Path]) -> Path | None:
@@ -107,11 +330,25 @@ def find_existing(candidates: Iterable[Path]) -> Path | None:
 
 
 def check_labels(path: str | Path, entries: list[ListEntry], num_classes: int) -> None:
-    """Every label must be a valid class index.
+    """Every line must have a label and every label must be a valid class index.
+
+    Multi-label lines pass, with one warning for the file (single-label datasets use ``ListEntry.label``, the
+    first label).
 
     Raises:
-        PevlError: Naming the first line with an unknown class.
+        PevlError: Naming the first line without a label or with an unknown class.
     """
     for entry in entries:
-        if not 0 <= entry.label < num_classes:
-            raise file_error(path, f"line {entry.line}: unknown class {entry.label} (there are {num_classes} classes)")
+        if not entry.labels:
+            raise file_error(path, f"line {entry.line}: no label (a test-time list cannot be used here)")
+        for label in entry.labels:
+            if not 0 <= label < num_classes:
+                raise file_error(path, f"line {entry.line}: unknown class {label} (there are {num_classes} classes)")
+    multi = next((e for e in entries if len(e.labels) > 1), None)
+    if multi is not None:
+        count = sum(len(e.labels) > 1 for e in entries)
+        warnings.warn(
+            f"{path}: {count} multi-label lines (first: line {multi.line}); single-label training uses the first "
+            "label of each",
+            stacklevel=2,
+        )

@@ -25,6 +25,7 @@ class DatasetSpec:
         coarse: Coarse action type of every class, or ``None``.
         poses: The dataset's own pose source (e.g. the synthetic set's pickle), or ``None`` to use the cache.
         rawframe_template: File name pattern of extracted frames (rawframe datasets).
+        rawframe_start: Number of the first frame file (MMAction2's ``start_index``).
     """
 
     records: list[VideoRecord]
@@ -32,6 +33,7 @@ class DatasetSpec:
     coarse: list[str] | None = None
     poses: PoseSource | None = None
     rawframe_template: str = "img_{:05d}.jpg"
+    rawframe_start: int = 1
 
 
 Builder = Callable[[str, str, Path | None, dict[str, Any]], DatasetSpec]

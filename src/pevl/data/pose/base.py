@@ -15,7 +15,7 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,12 +37,15 @@ class PoseSequence:
         keypoint_score: ``[M, T, 17]`` float32 in [0, 1]; 0 where no person was found.
         img_shape: ``(height, width)`` of the frames in display orientation.
         fps: Frame rate of the video (0.0 when unknown).
+        warnings: Things the user should know about this video's poses (e.g. a second person the backend could
+            not track); not cached.
     """
 
     keypoint: np.ndarray
     keypoint_score: np.ndarray
     img_shape: tuple[int, int]
     fps: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.keypoint = np.asarray(self.keypoint, dtype=np.float32)
@@ -68,26 +71,28 @@ class PoseSequence:
         """``[T]`` bool: frames where at least one person has a joint with a positive score."""
         return (self.keypoint_score > 0).any(axis=(0, 2))
 
-    def to_annotation(self, frame_dir: str, label: int = -1) -> dict:
+    def to_annotation(self, frame_dir: str, label: int | None = None) -> dict:
         """The PYSKL / MMAction2 annotation dict of this video.
 
         Args:
             frame_dir: The video's identifier (its path relative to the dataset root, without extension).
-            label: Class index, -1 when unlabelled.
+            label: Class index; ``None`` or negative when unlabelled.
 
         Returns:
-            A dict with exactly ``frame_dir``, ``total_frames``, ``img_shape``, ``original_shape``, ``label``,
-            ``keypoint`` and ``keypoint_score``.
+            A dict with exactly ``frame_dir``, ``total_frames``, ``img_shape``, ``original_shape``, ``keypoint``
+            and ``keypoint_score``, plus ``label`` when the video has one (PYSKL leaves it out otherwise).
         """
-        return {
+        ann: dict[str, Any] = {
             "frame_dir": str(frame_dir),
             "total_frames": self.num_frames,
             "img_shape": self.img_shape,
             "original_shape": self.img_shape,
-            "label": int(label),
-            "keypoint": self.keypoint,
-            "keypoint_score": self.keypoint_score,
         }
+        if label is not None and int(label) >= 0:
+            ann["label"] = int(label)
+        ann["keypoint"] = self.keypoint
+        ann["keypoint_score"] = self.keypoint_score
+        return ann
 
 
 class PoseExtractor(ABC):
@@ -100,6 +105,9 @@ class PoseExtractor(ABC):
     name: str = "base"
     """Backend name, as given to :func:`create_extractor`."""
 
+    single_person: bool = False
+    """The backend follows one person only (whatever ``max_persons`` asks for)."""
+
     @abstractmethod
     def detect(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Estimate the poses of every person in one frame.
@@ -111,6 +119,15 @@ class PoseExtractor(ABC):
             ``(keypoint [N, 17, 2] float32 pixels, score [N, 17] float32 in [0, 1])``; ``N = 0`` when nobody is
             found.
         """
+
+    def other_person_visible(self, frames: list[np.ndarray], keypoints: list[np.ndarray]) -> bool:
+        """Whether someone besides the tracked person shows in ``frames`` (single-person backends answer).
+
+        Args:
+            frames: A few RGB frames of the video.
+            keypoints: Per frame, the tracked person's joints ``[17, 3]`` (x, y, score).
+        """
+        return False
 
     def reset(self) -> None:  # noqa: B027 - optional hook, stateless extractors need nothing
         """Forget the tracking state: the next frame starts a new video."""
@@ -150,18 +167,53 @@ class PoseExtractor(ABC):
         self.reset()
         per_frame: list[tuple[np.ndarray, np.ndarray]] = []
         img_shape: tuple[int, int] | None = None
+        probe = _FrameSample() if max_persons > 1 and self.single_person else None
         for frame in frames:
             shape = (int(frame.shape[0]), int(frame.shape[1]))
             if img_shape is None:
                 img_shape = shape
             elif shape != img_shape:
                 raise ValueError(f"frame {len(per_frame)} is {shape}, the video started at {img_shape}")
+            if probe is not None:
+                probe.offer(len(per_frame), frame)
             keypoint, score = self.detect(frame)
             per_frame.append(_sanitise(keypoint, score))
         if img_shape is None:
             raise ValueError("no frames to extract poses from")
         keypoint, score = select_main_tracks(per_frame, max_persons=max_persons)
-        return PoseSequence(keypoint=keypoint, keypoint_score=score, img_shape=img_shape, fps=fps)
+        seq = PoseSequence(keypoint=keypoint, keypoint_score=score, img_shape=img_shape, fps=fps)
+        if probe is not None and probe.frames:
+            tracked = [np.concatenate([keypoint[0, t], score[0, t, :, None]], axis=-1) for t in probe.indices]
+            if self.other_person_visible(probe.frames, tracked):
+                seq.warnings.append(
+                    f"another person is visible but the {self.name} backend tracks one: only the main person is "
+                    f"written (--max-persons {max_persons}); the rtmlib backend tracks several"
+                )
+        return seq
+
+
+class _FrameSample:
+    """At most ``limit`` frames spread over a stream of unknown length.
+
+    Every ``stride``-th frame is kept; when the sample is full, every other kept frame is dropped and the stride
+    doubles.
+    """
+
+    def __init__(self, limit: int = 8, stride: int = 15) -> None:
+        self.limit, self.stride = limit, stride
+        self.indices: list[int] = []
+        self.frames: list[np.ndarray] = []
+
+    def offer(self, index: int, frame: np.ndarray) -> None:
+        if index % self.stride:
+            return
+        if len(self.frames) == self.limit:
+            self.indices, self.frames = self.indices[::2], self.frames[::2]
+            self.stride *= 2
+            if index % self.stride:
+                return
+        self.indices.append(index)
+        self.frames.append(np.array(frame, copy=True))
 
 
 def _sanitise(keypoint: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +292,7 @@ def extract_video(path: str | Path, extractor: PoseExtractor, max_persons: int =
     """Decode a video and estimate its poses, streaming (the video is never held whole).
 
     Args:
-        path: A video file.
+        path: A video file or a rawframe folder.
         extractor: The pose extractor.
         max_persons: Most person tracks to keep.
 
@@ -254,9 +306,11 @@ def extract_video(path: str | Path, extractor: PoseExtractor, max_persons: int =
 
     info = probe_video(path)
     try:
-        return extractor.extract(_prefetched(iter_frames(path)), fps=info.fps, max_persons=max_persons)
+        seq = extractor.extract(_prefetched(iter_frames(path)), fps=info.fps, max_persons=max_persons)
     except ValueError as err:
         raise file_error(path, str(err)) from None
+    seq.warnings = [f"{path}: {warning}" for warning in seq.warnings]  # each names its video
+    return seq
 
 
 def _prefetched(frames: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.ndarray]:

@@ -4,6 +4,9 @@ A video's entry is keyed by its resolved path, size and modification time and by
 an edited or replaced video is extracted again and two backends never mix. ``pevl extract-poses`` fills the
 cache as it goes (a rerun skips the videos already done), and ``pevl predict`` and the datasets reuse it.
 
+A rawframe folder is keyed like a video by its path and its own size and modification time, which change when
+frames are added or removed (not when a frame file is rewritten in place).
+
 Location: ``cache_dir`` if given, else ``$PEVL_CACHE/poses``, else ``~/.cache/pevl/poses``.
 """
 

@@ -1,9 +1,15 @@
 """Batch pose extraction into a PYSKL skeleton pickle: the library behind ``pevl extract-poses``.
 
-Input is a video, a folder (searched recursively for videos) or an MMAction2 video list (``path [label]`` per
-line). Each video's poses go to the per-video cache (:class:`~pevl.data.pose.cache.PoseCache`) as soon as they
-are done, so an interrupted run resumes where it stopped; a video that cannot be read is reported by name and
-skipped. The pickle is written once, atomically, at the end.
+Input is a video, a rawframe folder (numbered images, see :mod:`pevl.data.rawframes`), a folder (searched
+recursively for videos and rawframe folders) or an MMAction2 list (video or rawframe lines, parsed as MMAction2
+parses them). Each video's raw poses go to the per-video cache (:class:`~pevl.data.pose.cache.PoseCache`) as
+soon as they are done, so an interrupted run resumes where it stopped; a video that cannot be read is reported
+by name and skipped. The pickle is written once, atomically, at the end, after short detection gaps are filled
+(:mod:`pevl.data.pose.gaps`; ``max_gap=0`` keeps the raw output).
+
+The pickle loads in PYSKL and MMAction2 as they are (numpy 1.x or 2.x): it has a ``split`` dict (one split,
+``"all"`` by default, holding every video, plus one per list file named after it) and a ``label`` only for
+videos that have one.
 
 Worker processes each own one extractor (models are not shared across processes); the main process writes the
 cache and the pickle.
@@ -14,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import time
+import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -24,8 +31,10 @@ from typing import Any
 
 from pevl.data.pose.base import PoseExtractor, PoseSequence, cache_tag, create_extractor, extract_video
 from pevl.data.pose.cache import PoseCache
+from pevl.data.pose.gaps import DEFAULT_MAX_GAP, fill_gaps
 from pevl.data.video import VIDEO_EXTENSIONS
 from pevl.errors import PevlError, file_error
+from pevl.utils.io import check_output_file
 
 LIST_EXTENSIONS: tuple[str, ...] = (".txt", ".lst", ".list")
 """Files with these extensions are read as video lists; any other file is taken to be a video."""
@@ -36,7 +45,7 @@ class VideoItem:
     """One video to process.
 
     Attributes:
-        path: The video file.
+        path: The video file or rawframe folder.
         frame_dir: Its identifier in the pickle (relative path without extension, or the stem).
         label: Class index, -1 when unlabelled.
     """
@@ -56,8 +65,13 @@ class ExtractSummary:
         extracted: Videos whose poses were estimated in this run.
         cached: Videos taken from the cache (done by an earlier run).
         failed: ``(video path, problem)`` for every video that was skipped.
+        warnings: ``(video path, one line)`` for every written video whose content is questionable: nobody
+            found, a single frame, a truncated file (see :func:`pevl.data.quality.content_warnings`).
         frames: Frames processed in this run.
         seconds: Wall time of the run.
+        found_raw: Frames of the written videos where the pose estimator found a person.
+        found_filled: The same after gap filling.
+        total_frames: Frames of the written videos.
     """
 
     out: Path
@@ -65,8 +79,17 @@ class ExtractSummary:
     extracted: int = 0
     cached: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     frames: int = 0
     seconds: float = 0.0
+    found_raw: int = 0
+    found_filled: int = 0
+    total_frames: int = 0
+
+    @property
+    def warned(self) -> set[str]:
+        """Videos with at least one warning."""
+        return {video for video, _ in self.warnings}
 
     @property
     def written(self) -> int:
@@ -78,31 +101,46 @@ class ExtractSummary:
         rate = f" ({self.frames / self.seconds:.1f} frames/s)" if self.seconds > 0 and self.frames else ""
         lines = [
             f"{self.written}/{self.total} videos written to {self.out}: {self.extracted} extracted, "
-            f"{self.cached} from cache, {len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s{rate}"
+            f"{self.cached} from cache, {len(self.failed)} failed, {len(self.warned)} with warnings; "
+            f"{self.frames} frames in {self.seconds:.1f} s{rate}"
         ]
+        if self.total_frames:
+            found = f"person found in {100 * self.found_raw / self.total_frames:.1f}% of frames"
+            if self.found_filled != self.found_raw:
+                found += f" ({100 * self.found_filled / self.total_frames:.1f}% after filling short gaps)"
+            lines.append(found)
         lines += [f"  failed: {problem}" for _, problem in self.failed]
         return "\n".join(lines)
 
 
-def _frame_dir(relative: Path) -> str:
-    return relative.with_suffix("").as_posix()
+def _frame_dir(relative: Path, folder: bool = False) -> str:
+    return relative.as_posix() if folder else relative.with_suffix("").as_posix()
 
 
 def _scan_folder(folder: Path) -> list[VideoItem]:
-    videos = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file() and not p.name.startswith(".")
-    )
-    return [VideoItem(path=p, frame_dir=_frame_dir(p.relative_to(folder))) for p in videos]
+    from pevl.data.rawframes import find_frames
+
+    if find_frames(folder) is not None:
+        return [VideoItem(path=folder, frame_dir=folder.name)]
+    found: list[tuple[Path, bool]] = []
+    for p in sorted(folder.rglob("*")):
+        if any(part.startswith(".") for part in p.relative_to(folder).parts):
+            continue
+        if p.is_dir():
+            if find_frames(p) is not None:
+                found.append((p, True))
+        elif p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file():
+            found.append((p, False))
+    return [VideoItem(path=p, frame_dir=_frame_dir(p.relative_to(folder), is_dir)) for p, is_dir in found]
 
 
 def read_video_list(path: str | Path, root: str | Path | None = None) -> list[VideoItem]:
-    """Read an MMAction2 video list: one ``path [label]`` per line.
+    """Read an MMAction2 list as MMAction2 does (:func:`pevl.data.datasets.lists.parse_video_list`).
 
-    Blank lines and lines starting with ``#`` are skipped; with more than two fields (``path num_frames
-    label``) the last is the label. Paths may not contain spaces. ``frame_dir`` is the video's stem, or the
-    path as written without extension when two stems collide.
+    Video lines ``path [label ...]`` and rawframe lines ``folder total_frames [label ...]`` are accepted;
+    ``#`` lines are skipped. A multi-label line gives the pickle its first label (with a warning); an
+    unlabelled line gives no label. ``frame_dir`` is the video's stem (a folder's name), or the path as written
+    without extension when two stems collide.
 
     Args:
         path: The list file.
@@ -112,38 +150,30 @@ def read_video_list(path: str | Path, root: str | Path | None = None) -> list[Vi
         The videos, in list order.
 
     Raises:
-        PevlError: Missing file, or a label that is not an integer (naming the line).
+        PevlError: Missing file, or a malformed line (naming the line).
     """
+    from pevl.data.datasets.lists import parse_video_list
+
     path = Path(path)
     base = Path(root) if root is not None else path.parent
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise file_error(path, f"cannot read the video list ({err.strerror or err})") from None
-    except UnicodeDecodeError:
-        raise file_error(path, "not a text video list (not UTF-8)") from None
-    entries: list[tuple[str, int]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        label = -1
-        if len(fields) > 1:
-            try:
-                label = int(fields[-1])
-            except ValueError:
-                raise file_error(path, f"line {number}: label {fields[-1]!r} is not an integer") from None
-        entries.append((fields[0], label))
-    stems = [Path(written).stem for written, _ in entries]
+    entries = parse_video_list(path, root=base)
+    multi = [e for e in entries if len(e.labels) > 1]
+    if multi:
+        warnings.warn(
+            f"{path}: {len(multi)} multi-label lines (first: line {multi[0].line}); the pickle gets the first label",
+            stacklevel=2,
+        )
+    is_folder = [e.num_frames is not None for e in entries]
+    stems = [Path(e.name).name if folder else Path(e.name).stem for e, folder in zip(entries, is_folder, strict=True)]
     unique_stems = len(set(stems)) == len(stems)
     items = []
-    for (written, label), stem in zip(entries, stems, strict=True):
-        video = Path(written)
+    for entry, stem, folder in zip(entries, stems, is_folder, strict=True):
+        video = Path(entry.name)
         items.append(
             VideoItem(
                 path=video if video.is_absolute() else base / video,
-                frame_dir=stem if unique_stems else _frame_dir(video),
-                label=label,
+                frame_dir=stem if unique_stems else _frame_dir(video, folder),
+                label=entry.label,
             )
         )
     return items
@@ -155,9 +185,10 @@ def collect_videos(
     """Resolve inputs (videos, folders, video lists) into the videos to process.
 
     Args:
-        inputs: One input or several. A folder is searched recursively (``frame_dir`` = relative path without
-            extension); a ``.txt``/``.lst``/``.list`` file is a video list (see :func:`read_video_list`); any
-            other file is a video (``frame_dir`` = its stem).
+        inputs: One input or several. A rawframe folder is one video (``frame_dir`` = its name); another
+            folder is searched recursively for videos and rawframe folders (``frame_dir`` = relative path
+            without extension); a ``.txt``/``.lst``/``.list`` file is a list (see :func:`read_video_list`);
+            any other file is a video (``frame_dir`` = its stem).
         root: Folder for the relative paths of video lists.
 
     Returns:
@@ -238,6 +269,8 @@ def extract_poses(
     root: str | Path | None = None,
     progress: bool = True,
     backend_kwargs: Mapping[str, Any] | None = None,
+    split_name: str = "all",
+    max_gap: int = DEFAULT_MAX_GAP,
 ) -> ExtractSummary:
     """Estimate the poses of many videos and write them as one PYSKL skeleton pickle.
 
@@ -252,6 +285,8 @@ def extract_poses(
         root: Folder for the relative paths of video lists.
         progress: Show a progress bar (on stderr).
         backend_kwargs: Constructor arguments of the backend (e.g. ``{"mode": "lightweight"}`` for rtmlib).
+        split_name: The pickle's split that holds every written video (beside one split per list file).
+        max_gap: Longest detection gap filled by interpolation, in frames (0: write the raw detections).
 
     Returns:
         The :class:`ExtractSummary`.
@@ -266,8 +301,12 @@ def extract_poses(
 
     if workers < 1 or max_persons < 1:
         raise PevlError(f"workers and max_persons must be at least 1 (got {workers} and {max_persons})")
+    if max_gap < 0:
+        raise PevlError(f"the longest gap to fill must be at least 0 frames, got {max_gap}")
+    if not split_name.strip():
+        raise PevlError("the split name must not be empty")
     start = time.perf_counter()
-    out = Path(out)
+    out = check_output_file(out, "skeleton pickle")  # before any work
     kwargs = dict(backend_kwargs or {})
     items, split = collect_videos(inputs, root=root)
     if not items:
@@ -318,11 +357,36 @@ def extract_poses(
     if not done:
         first = summary.failed[0][1] if summary.failed else "nothing to do"
         raise PevlError(f"no video could be processed ({len(summary.failed)} failed; first: {first})")
-    annotations = [results[i].to_annotation(items[i].frame_dir, items[i].label) for i in done]
-    written = {items[i].frame_dir for i in done}
-    save_pyskl(out, annotations, {name: [d for d in dirs if d in written] for name, dirs in split.items()})
+    for i in done:
+        summary.warnings += [(str(items[i].path), line) for line in _video_warnings(items[i].path, results[i])]
+    annotations = []
+    for i in done:
+        seq = results[i]
+        keypoint, score = fill_gaps(seq.keypoint, seq.keypoint_score, max_gap=max_gap)
+        summary.total_frames += seq.num_frames
+        summary.found_raw += int((seq.keypoint_score > 0).any(axis=(0, 2)).sum())
+        summary.found_filled += int((score > 0).any(axis=(0, 2)).sum())
+        filled = PoseSequence(keypoint, score, seq.img_shape, seq.fps)
+        annotations.append(filled.to_annotation(items[i].frame_dir, items[i].label))
+    written = [items[i].frame_dir for i in done]
+    splits = {name: [d for d in dirs if d in set(written)] for name, dirs in split.items()}
+    splits[split_name] = written
+    save_pyskl(out, annotations, splits)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _video_warnings(path: Path, seq: PoseSequence) -> list[str]:
+    """The content warnings of a processed video (its backend's own, then nobody / one frame / truncated)."""
+    from pevl.data.quality import content_warnings
+    from pevl.data.video import probe_video
+
+    try:
+        info = probe_video(path)
+    except PevlError:
+        info = None
+    lines = list(seq.warnings)
+    return lines + [w for w in content_warnings(path, info, seq.keypoint_score) if w not in lines]
 
 
 def _run_pool(

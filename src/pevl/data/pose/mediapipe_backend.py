@@ -8,7 +8,16 @@ bundle the models. Install: ``pip install --no-deps mediapipe==0.10.21`` plus ``
 BlazePose tracks one person: it detects the most prominent person, then follows that person's region of
 interest from frame to frame and re-detects when the track is lost, which is what "track the main actor"
 needs for single-person action videos. Its 33 landmarks are mapped to COCO-17 by name ("left" is the
-person's left, as in COCO); the per-landmark ``visibility`` is the score.
+person's left, as in COCO).
+
+Scores: a joint scores its landmark's ``visibility`` times its ``presence`` (when the graph reports presence;
+MediaPipe's legacy pose graph leaves it unset, and then visibility alone counts). BlazePose also places the
+joints it cannot see *outside the image* (a foot below the frame edge), often with a high visibility; those
+joints get score 0 (and so coordinates 0): the pose is not in the picture there.
+
+Several people: BlazePose follows one person. When more are asked for (``max_persons > 1``), a few frames are
+checked for a second person (the tracked person masked out, BlazePose run again on the rest), and the result
+carries a warning when one is found; the ``rtmlib`` backend tracks several persons.
 """
 
 from __future__ import annotations
@@ -91,6 +100,7 @@ class MediaPipeExtractor(PoseExtractor):
     """
 
     name = "mediapipe"
+    single_person = True
 
     def __init__(
         self,
@@ -101,6 +111,7 @@ class MediaPipeExtractor(PoseExtractor):
         _, mp_pose = _import_mediapipe()
         self._coco = np.asarray(blazepose_to_coco17_indices([lm.name for lm in mp_pose.PoseLandmark]))
         self._fresh = True  # the graph's first frame prints start-up notices
+        self._probe: Any = None  # a still-image graph, made when a second person is looked for
         with _native_stderr_silenced():
             self._pose = mp_pose.Pose(
                 static_image_mode=False,
@@ -128,11 +139,54 @@ class MediaPipeExtractor(PoseExtractor):
             result = self._pose.process(np.ascontiguousarray(frame))
         if result.pose_landmarks is None:
             return np.zeros((0, 17, 2), np.float32), np.zeros((0, 17), np.float32)
-        landmarks = result.pose_landmarks.landmark
-        values = np.array([(lm.x, lm.y, lm.visibility) for lm in landmarks], dtype=np.float32)[self._coco]
-        keypoint = values[None, :, :2] * np.array([width, height], dtype=np.float32)
-        score = values[None, :, 2]
-        return keypoint, score
+        return _landmarks_to_coco(result.pose_landmarks.landmark, self._coco, width, height)
+
+    def other_person_visible(self, frames: list[np.ndarray], keypoints: list[np.ndarray]) -> bool:
+        """Whether a second person shows in any of ``frames`` once the tracked person is masked out.
+
+        Args:
+            frames: A few RGB frames of the video.
+            keypoints: Per frame, the tracked person's ``[17, 2]`` pixels with ``[17]`` scores stacked as
+                ``[17, 3]`` (all-zero scores when nobody was tracked there).
+
+        Returns:
+            True when, in at least two of the frames (one when only one could be checked), BlazePose finds a
+            person with at least 6 joints seen (score above 0.5), nearly all of them off the mask, whose box
+            barely overlaps the tracked person's (a single hit is most often a pose made up from an object).
+        """
+        from pevl.data.pose.tracking import box_iou, keypoint_box
+
+        if self._probe is None:
+            _, mp_pose = _import_mediapipe()
+            with _native_stderr_silenced():
+                self._probe = mp_pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False)
+        hits = probed = 0
+        for frame, tracked in zip(frames, keypoints, strict=True):
+            box = keypoint_box(tracked[:, :2], tracked[:, 2])
+            if box is None:
+                continue  # nobody tracked here: a person found would be the tracked one
+            probed += 1
+            masked = frame.copy()
+            height, width = frame.shape[:2]
+            pad_x, pad_y = 0.25 * (box[2] - box[0]) + 8, 0.15 * (box[3] - box[1]) + 8
+            x0, x1 = int(max(box[0] - pad_x, 0)), int(min(box[2] + pad_x, width))
+            y0, y1 = int(max(box[1] - pad_y, 0)), int(min(box[3] + pad_y, height))
+            masked[y0:y1, x0:x1] = 127
+            with _native_stderr_silenced():
+                result = self._probe.process(np.ascontiguousarray(masked))
+            if result.pose_landmarks is None:
+                continue
+            found, score = _landmarks_to_coco(result.pose_landmarks.landmark, self._coco, width, height)
+            seen = score[0] > 0.5
+            if seen.sum() < 6:
+                continue
+            x, y = found[0, :, 0], found[0, :, 1]
+            in_mask = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+            other = keypoint_box(found[0], score[0])
+            # A pose made up from what is left of the masked person (a barbell, a shadow) sits on the mask.
+            if (seen & ~in_mask).sum() >= 0.8 * seen.sum() and other is not None and box_iou(box, other) < 0.2:
+                hits += 1
+        return hits >= min(2, probed) and hits > 0
 
     def reset(self) -> None:
         """Drop the tracked person and the landmark filters: the next frame starts a new video."""
@@ -142,7 +196,31 @@ class MediaPipeExtractor(PoseExtractor):
         self._fresh = True
 
     def close(self) -> None:
-        """Release the MediaPipe graph."""
-        if self._pose is not None:
-            self._pose.close()
-            self._pose = None
+        """Release the MediaPipe graphs."""
+        for graph in (self._pose, self._probe):
+            if graph is not None:
+                graph.close()
+        self._pose = self._probe = None
+
+
+def _has(message: Any, name: str) -> bool:
+    has_field = getattr(message, "HasField", None)
+    try:
+        return bool(has_field(name)) if has_field is not None else hasattr(message, name)
+    except ValueError:
+        return False
+
+
+def _landmarks_to_coco(landmarks: Any, coco: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """BlazePose landmarks -> ``([1, 17, 2] pixels, [1, 17] scores)``; joints outside the image score 0."""
+    values = np.array(
+        [
+            (lm.x, lm.y, lm.visibility, lm.presence if _has(lm, "presence") else 1.0)
+            for lm in (landmarks[int(i)] for i in coco)
+        ],
+        dtype=np.float32,
+    )
+    inside = (values[:, 0] >= 0.0) & (values[:, 0] <= 1.0) & (values[:, 1] >= 0.0) & (values[:, 1] <= 1.0)
+    keypoint = values[None, :, :2] * np.array([width, height], dtype=np.float32)
+    score = np.where(inside, values[:, 2] * values[:, 3], 0.0)[None].astype(np.float32)
+    return keypoint, score

@@ -1,15 +1,21 @@
-"""PYSKL / MMAction2 skeleton pickles, read through a restricted unpickler.
+"""PYSKL / MMAction2 skeleton pickles: read through a restricted unpickler, written so PYSKL can load them.
 
 The format (PYSKL ``tools/data/README.md``): a dict ``{"split": {name: [frame_dir, ...]}, "annotations": [...]}``
 where each annotation is a dict with ``frame_dir`` (str), ``total_frames`` (int), ``img_shape`` and
-``original_shape`` (``(h, w)``), ``label`` (int), ``keypoint`` ``[M, T, J, 2]`` in pixels of ``img_shape`` and
-``keypoint_score`` ``[M, T, J]``. Older MMAction2 files are a bare list of annotations, and single-video files
-(e.g. PaddleVideo's example) are one bare annotation dict; :func:`load_pyskl` accepts all three.
+``original_shape`` (``(h, w)``), ``label`` (int, absent when unlabelled), ``keypoint`` ``[M, T, J, 2]`` float32
+in pixels of ``img_shape`` and ``keypoint_score`` ``[M, T, J]`` float32. Older MMAction2 files are a bare list of
+annotations, and single-video files (e.g. PaddleVideo's example) are one bare annotation dict;
+:func:`load_pyskl` accepts all three.
 
 A pickle can run arbitrary code when loaded, so :class:`RestrictedUnpickler` only rebuilds numpy arrays,
 numpy dtypes and scalars and Python's builtin containers; any other global (``os.system``, ``eval``, a class of
 some package) is refused before it is looked up, and nothing from the file is ever called except the numpy
 array constructors.
+
+:func:`save_pyskl` writes files that numpy 1.x and 2.x both load: numpy 2 pickles arrays through
+``numpy._core.multiarray``, a module numpy < 1.26 (which PYSKL's environments pin) does not have, so every
+array is written as a call of ``numpy.ndarray(shape, dtype, bytearray)``, names both versions share, and
+numpy scalars as Python numbers. The arrays load writable (PYSKL's ``PreNormalize2D`` edits them in place).
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -228,34 +236,176 @@ def load_pyskl(path: str | Path) -> dict:
     return {"split": split, "annotations": annotations}
 
 
+class _PortablePickler(pickle.Pickler):
+    """Writes numpy arrays as ``numpy.ndarray(shape, dtype string, bytearray)``: loadable by numpy 1.x and 2.x."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is np.ndarray:
+            if obj.dtype.hasobject or obj.dtype.fields is not None:
+                raise pickle.PicklingError(f"cannot write an array of dtype {obj.dtype} portably")
+            data = np.ascontiguousarray(obj)
+            return np.ndarray, (data.shape, data.dtype.str, bytearray(data.tobytes()))
+        return NotImplemented
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars turned into Python numbers (at any depth of dicts, lists and tuples)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def dump_portable(obj: Any, file: BinaryIO) -> None:
+    """Pickle ``obj`` so that Python >= 3.4 with numpy 1.x or 2.x can load it (protocol 4, see module notes)."""
+    _PortablePickler(file, protocol=4).dump(_plain(obj))
+
+
 def save_pyskl(path: str | Path, annotations: list[dict], split: dict[str, list[str]] | None = None) -> None:
-    """Write annotations as a PYSKL skeleton pickle, atomically.
+    """Write annotations as a PYSKL skeleton pickle, atomically, loadable under numpy 1.x and 2.x.
+
+    Annotations without a label (no ``label`` key, or a negative one) are written without a ``label`` key, as
+    PYSKL's own extraction tool does.
 
     Args:
         path: Destination ``.pkl``.
         annotations: Annotation dicts (validated as by :func:`load_pyskl` before anything is written).
-        split: Split name -> list of ``frame_dir``; ``{}`` when ``None``.
+        split: Split name -> list of ``frame_dir``; when ``None``, one split ``"all"`` holds every annotation.
 
     Raises:
-        PevlError: For an invalid annotation; nothing is written then.
+        PevlError: For an invalid annotation or a split naming an unknown ``frame_dir``; nothing is written then.
     """
-    checked = [validate_annotation(ann, path, i) for i, ann in enumerate(annotations)]
-    payload = {"split": {k: list(v) for k, v in (split or {}).items()}, "annotations": checked}
+    checked = []
+    for i, ann in enumerate(annotations):
+        out = validate_annotation(ann, path, i)
+        if out["label"] < 0:
+            del out["label"]
+        checked.append(out)
+    names = [ann["frame_dir"] for ann in checked]
+    if split is None:
+        split = {"all": names}
+    known = set(names)
+    for name, dirs in split.items():
+        unknown = [d for d in dirs if d not in known]
+        if unknown:
+            raise file_error(path, f"split {name!r} names {unknown[0]!r}, which has no annotation")
+    payload = {"split": {str(k): [str(d) for d in v] for k, v in split.items()}, "annotations": checked}
     with atomic_open(path, "wb") as f:
-        pickle.dump(payload, f, protocol=4)
+        dump_portable(payload, f)
 
 
 def main_person(keypoint: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the main person of a multi-person skeleton: the one with the highest mean score over the clip.
+    """The main actor of ``[M, T, J, 2]`` / ``[M, T, J]`` poses (:func:`pevl.data.pose.tracking.main_person`)."""
+    from pevl.data.pose.tracking import main_person as choose
+
+    return choose(keypoint, score)
+
+
+@dataclass
+class PersonPoses:
+    """The main person of one annotation, in COCO-17 pixels of ``img_shape``."""
+
+    keypoint: np.ndarray  # [T, 17, 2]
+    score: np.ndarray  # [T, 17]
+    img_shape: tuple[int, int]
+
+
+def video_keys(video: str | Path) -> tuple[str, ...]:
+    """The ``frame_dir`` values that may name a video: its path without extension, its stem, its file name."""
+    video = Path(video)
+    return tuple(dict.fromkeys((video.with_suffix("").as_posix(), video.stem, video.name)))
+
+
+class SkeletonFile:
+    """A loaded skeleton pickle with lookup by ``frame_dir``: the one way to get a video's poses from a pickle.
+
+    A ``frame_dir`` is found as written, or by its last path component when that is unambiguous in the file.
 
     Args:
-        keypoint: ``[M, T, J, 2]``.
-        score: ``[M, T, J]``.
-
-    Returns:
-        ``(keypoint [T, J, 2], score [T, J])`` of that person (zeros with score 0 when ``M == 0``).
+        path: The pickle.
+        layout: Joint layout of the file when it is not COCO-17 (see :mod:`pevl.data.pose.layouts`).
     """
-    if keypoint.shape[0] == 0:
-        return np.zeros(keypoint.shape[1:], np.float32), np.zeros(score.shape[1:], np.float32)
-    best = int(np.argmax(score.reshape(score.shape[0], -1).mean(axis=1)))
-    return keypoint[best], score[best]
+
+    def __init__(self, path: str | Path, layout: str | None = None) -> None:
+        self.path = Path(path)
+        self.layout = layout
+        data = load_pyskl(self.path)
+        self.split: dict[str, list[str]] = data["split"]
+        self.annotations: list[dict] = data["annotations"]
+        self._by_key: dict[str, dict] = {}
+        names: dict[str, list[dict]] = {}
+        for ann in self.annotations:
+            self._by_key.setdefault(ann["frame_dir"], ann)
+            names.setdefault(Path(ann["frame_dir"]).name, []).append(ann)
+        for name, anns in names.items():  # a last component is only a key when it is unambiguous
+            if len(anns) == 1:
+                self._by_key.setdefault(name, anns[0])
+
+    def _check_fits(self, ann: dict, video: Path, num_frames: int | None, frame_shape: tuple[int, int] | None) -> None:
+        """Refuse an annotation named after another video whose frame count or frame shape differs from ``video``."""
+        frames = int(ann["keypoint"].shape[-3])
+        shape = tuple(int(v) for v in ann["img_shape"])
+        problems = []
+        if num_frames is not None and abs(frames - num_frames) > 1:
+            problems.append(f"{frames} frames, the video {num_frames}")
+        if frame_shape is not None and shape[0] > 0 and frame_shape[0] > 0:
+            ratio, video_ratio = shape[1] / shape[0], frame_shape[1] / frame_shape[0]
+            if abs(ratio / video_ratio - 1) > 0.02:
+                problems.append(f"{shape[1]}x{shape[0]} frames, the video {frame_shape[1]}x{frame_shape[0]}")
+        if problems:
+            raise file_error(
+                self.path,
+                f"its only annotation {ann['frame_dir']!r} is not for {video.name}: it has {'; '.join(problems)} "
+                f"(name it {video.stem!r} if it is)",
+            )
+
+    def find(self, keys: Iterable[str]) -> dict | None:
+        """The first annotation named by one of ``keys``, or ``None``."""
+        for key in keys:
+            ann = self._by_key.get(key)
+            if ann is not None:
+                return ann
+        return None
+
+    def person(self, ann: dict) -> PersonPoses:
+        """The main person of an annotation, converted to COCO-17.
+
+        Raises:
+            PevlError: The annotation is not COCO-17 and no ``layout`` was given.
+        """
+        from pevl.data.pose.layouts import to_coco17
+
+        keypoint, score = ann["keypoint"], ann["keypoint_score"]
+        if self.layout is not None:
+            keypoint, score = to_coco17(keypoint, score, self.layout)
+        elif keypoint.shape[-2] != 17:
+            raise file_error(
+                self.path,
+                f"poses have {keypoint.shape[-2]} joints, not COCO-17: give their layout (e.g. pose_layout 'jhmdb15')",
+            )
+        keypoint, score = main_person(keypoint, score)
+        return PersonPoses(keypoint, score, tuple(ann["img_shape"]))  # type: ignore[arg-type]
+
+    def video_poses(
+        self, video: str | Path, num_frames: int | None = None, frame_shape: tuple[int, int] | None = None
+    ) -> PersonPoses:
+        """The main person's poses of a video, by :func:`video_keys`.
+
+        A file of one annotation under another name serves the video only when it fits it: same frame count
+        (``num_frames``, within a frame) and same aspect ratio (``frame_shape``, height and width), when given.
+
+        Raises:
+            PevlError: The file has no annotation for the video, or its only one is for another video.
+        """
+        ann = self.find(video_keys(video))
+        if ann is None and len(self.annotations) == 1:
+            ann = self.annotations[0]
+            self._check_fits(ann, Path(video), num_frames, frame_shape)
+        if ann is None:
+            raise file_error(self.path, f"no annotation for {Path(video).name} (frame_dir {Path(video).stem!r})")
+        return self.person(ann)
