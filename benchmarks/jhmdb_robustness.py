@@ -21,6 +21,7 @@ import numpy as np
 
 from _report import write_section
 from pevl.data.pose.pyskl import load_pyskl, save_pyskl
+from pevl.engine.checkpoint import find_latest
 from pevl.engine.evaluate import run_evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +77,9 @@ def main() -> None:
             save_pyskl(pose_file, corrupt(data["annotations"], test_names, *spec, seed=123), data["split"])
         for seed in args.seeds:
             run = work / f"seed{seed}"
+            last = find_latest(run)  # the last epoch's weights, as in the clean benchmark: never a pick on test
             metrics = run_evaluation(
-                run, overrides=[f"data.pose_file={pose_file}"], out_dir=run / f"eval_{name.replace(' ', '_')}",
+                last, overrides=[f"data.pose_file={pose_file}"], out_dir=run / f"eval_{name.replace(' ', '_')}",
                 progress=False,
             ).metrics  # fmt: skip
             results[name].append(100 * metrics["top1"])

@@ -49,3 +49,21 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dive set (3 classes x 4 clips of 16 frames at 32 px), read-only for the tests."""
+    from pevl.data.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic(root, num_classes=3, per_class=4, frames=16, size=32, val_fraction=0.25, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(synthetic_set: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny PeVL checkpoint (2 RGB + 8 pose frames) trained a few steps on :func:`synthetic_set`, and the set."""
+    from train_helpers import train_tiny
+
+    return train_tiny(synthetic_set, tmp_path_factory.mktemp("run"), "pevl_tiny"), synthetic_set

@@ -13,9 +13,8 @@ from pevl.apps.explain import explain_video
 from pevl.apps.inference import prepare_clip
 from pevl.cli import main as cli_main
 from pevl.engine.builder import load_trained_model
-from pevl.engine.config import load_config
-from pevl.engine.train import train
 from pevl.models.prompts import split_phrases
+from train_helpers import train_tiny
 
 pytestmark = pytest.mark.slow  # every test reads the checkpoints the module trains first
 
@@ -23,13 +22,7 @@ LABELS = ["back takeoff, 2 somersaults, tuck", "forward takeoff, 1 somersault, 0
 
 
 def _train(root: Path, out: Path, preset: str) -> Path:
-    cfg = load_config(
-        None,
-        [f"model.preset={preset}", "data.dataset=synthetic", f"data.root={root}", "model.overrides.num_video_frames=4",
-         "model.overrides.num_pose_frames=8", "data.batch_size=3", "data.num_workers=0", "optim.epochs=1",
-         "optim.warmup_epochs=0", "train.eval_interval=0"],
-    )  # fmt: skip
-    return train(cfg, out, progress=False).checkpoint
+    return train_tiny(root, out, preset, video_frames=4)
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,14 @@ import numpy as np
 import pytest
 
 from pevl.cli import main as cli_main
-from pevl.engine.config import load_config
-from pevl.engine.train import train
+from train_helpers import train_tiny
 
 pytest.importorskip("onnx", reason="onnx is not installed (pip install 'pevl[export]')")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'pevl[export]')")
 
 
 def _train(root: Path, out: Path, preset: str) -> Path:
-    cfg = load_config(
-        None,
-        [f"model.preset={preset}", "data.dataset=synthetic", f"data.root={root}", "model.overrides.num_video_frames=2",
-         "model.overrides.num_pose_frames=8", "data.batch_size=3", "data.num_workers=0", "optim.epochs=1",
-         "optim.warmup_epochs=0", "train.eval_interval=0"],
-    )  # fmt: skip
-    return train(cfg, out, progress=False).checkpoint
+    return train_tiny(root, out, preset, video_frames=2)
 
 
 @pytest.fixture(scope="module")

@@ -522,24 +522,6 @@ def test_sparse_ids_of_a_label_map_become_class_indices_in_a_video_list_dataset(
 # --- rawframe folders in predict and explain -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny PeVL checkpoint trained a few steps on the synthetic set, and that set's folder."""
-    from pevl.data.synthetic import make_synthetic
-    from pevl.engine.config import load_config
-    from pevl.engine.train import train
-
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic(root, num_classes=3, per_class=4, frames=16, size=32, val_fraction=0.25, progress=False)
-    cfg = load_config(
-        None,
-        ["model.preset=pevl_tiny", "data.dataset=synthetic", f"data.root={root}", "model.overrides.num_video_frames=2",
-         "model.overrides.num_pose_frames=8", "data.batch_size=3", "data.num_workers=0", "optim.epochs=1",
-         "optim.warmup_epochs=0", "train.eval_interval=0"],
-    )  # fmt: skip
-    return train(cfg, tmp_path_factory.mktemp("run"), progress=False).checkpoint, root
-
-
 @pytest.mark.slow
 def test_predict_and_explain_take_a_rawframe_folder(tiny_checkpoint, tmp_path):
     from PIL import Image

@@ -10,29 +10,15 @@ import pytest
 from pevl.apps.demo import DemoSettings, run_demo
 from pevl.apps.inference import parse_labels, predict_video
 from pevl.cli import main as cli_main
-from pevl.engine.config import load_config
-from pevl.engine.train import train
 from pevl.errors import PevlError
 
 # Training a checkpoint for the module and the demo take seconds; test_label_argument_forms alone is fast.
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny PeVL checkpoint trained for a few steps on synthetic data, and the data folder."""
-    from pevl.data.synthetic import make_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic(root, num_classes=3, per_class=4, frames=16, size=32, val_fraction=0.25, progress=False)
-    cfg = load_config(
-        None,
-        ["model.preset=pevl_tiny", "data.dataset=synthetic", f"data.root={root}", "model.overrides.num_video_frames=2",
-         "model.overrides.num_pose_frames=8", "data.batch_size=3", "data.num_workers=0", "optim.epochs=1",
-         "optim.warmup_epochs=0", "train.eval_interval=0"],
-    )  # fmt: skip
-    result = train(cfg, tmp_path_factory.mktemp("run"), progress=False)
-    return result.checkpoint, root
+@pytest.fixture(scope="session")
+def trained(tiny_checkpoint: tuple[Path, Path]) -> tuple[Path, Path]:
+    return tiny_checkpoint
 
 
 def test_predict_prints_top_k_json_for_a_real_video(trained, shared_data, capsys):

@@ -11,33 +11,14 @@ from safetensors.torch import load_file
 
 from pevl.cli import main as cli_main
 from pevl.engine.checkpoint import find_latest, list_checkpoints, load_checkpoint
+from train_helpers import TINY_RUN, make_training_set
 
 pytestmark = pytest.mark.slow  # each test trains a tiny model a few times
 
 # 4 classes x 4 training clips, 2 RGB + 8 pose frames of 32 px: 4 steps per epoch, 8 in all.
-TINY_RUN = [
-    "model.preset=pevl_tiny",
-    "model.overrides.num_video_frames=2",
-    "model.overrides.num_pose_frames=8",
-    "data.dataset=synthetic",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "optim.epochs=2",
-    "optim.warmup_epochs=0.5",
-    "optim.lr=1e-3",
-    "train.log_interval=1",
-    "train.save_every_steps=2",
-    "train.keep_last=0",
-]
-
-
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory) -> Path:
-    from pevl.data.synthetic import make_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic(root, num_classes=4, per_class=6, frames=16, size=32, val_fraction=0.34, progress=False)
-    return root
+    return make_training_set(tmp_path_factory.mktemp("synthetic"))
 
 
 def pevl_train(root: Path, *args: str, extra: tuple[str, ...] = ()) -> int:

@@ -437,3 +437,12 @@ def test_a_checkpoint_config_of_an_older_release_is_upgraded():
     assert cfg.model.overrides["grad_checkpointing"] is True
     with pytest.raises(PevlError, match="model.overrides.num_video_frames"):
         RunConfig.from_dict(old)  # a user's own file with the old keys is told where they went
+
+
+def test_a_dataset_option_that_belongs_elsewhere_is_named(tmp_path):
+    from pevl.engine.builder import build_dataset
+    from pevl.models.presets import get_config
+
+    cfg = load_config(None, ["data.dataset=pyskl", f"data.options.pose_file={tmp_path / 'x.pkl'}"])
+    with pytest.raises(PevlError, match=r"data.options.pose_file is not a dataset option: it is set by data.pose_file"):
+        build_dataset(cfg, get_config("pt_tiny"), "train", train=True)

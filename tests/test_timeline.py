@@ -21,27 +21,14 @@ from pevl.apps.stream import timeline_video
 from pevl.apps.timeline import merge_segments, plan_windows, smooth_probabilities, window_sizes, window_starts
 from pevl.cli import main as cli_main
 from pevl.data.video import iter_frames, probe_video, read_frames
-from pevl.engine.config import load_config
-from pevl.engine.train import train
 from pevl.errors import PevlError
 
 LABELS = "clean and jerk;tai chi;arm wrestling"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny PeVL checkpoint trained for a few steps on synthetic data, and the data folder."""
-    from pevl.data.synthetic import make_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic(root, num_classes=3, per_class=4, frames=16, size=32, val_fraction=0.25, progress=False)
-    cfg = load_config(
-        None,
-        ["model.preset=pevl_tiny", "data.dataset=synthetic", f"data.root={root}", "model.overrides.num_video_frames=2",
-         "model.overrides.num_pose_frames=8", "data.batch_size=3", "data.num_workers=0", "optim.epochs=1",
-         "optim.warmup_epochs=0", "train.eval_interval=0"],
-    )  # fmt: skip
-    return train(cfg, tmp_path_factory.mktemp("run"), progress=False).checkpoint, root
+@pytest.fixture(scope="session")
+def trained(tiny_checkpoint: tuple[Path, Path]) -> tuple[Path, Path]:
+    return tiny_checkpoint
 
 
 def _write_video(path: Path, frames: list[np.ndarray], rate: Fraction, codec: str = "libx264", fmt: str | None = None):

@@ -21,31 +21,12 @@ from pevl.engine.config import load_config
 from pevl.engine.evaluate import run_evaluation
 from pevl.engine.logger import read_metrics
 from pevl.engine.train import train
-
-# Small enough to train a few steps in seconds: 4 classes x 6 clips, 2 RGB + 8 pose frames of 32 px.
-TINY_RUN = [
-    "model.preset=pevl_tiny",
-    "data.dataset=synthetic",
-    "model.overrides.num_video_frames=2",
-    "model.overrides.num_pose_frames=8",
-    "data.batch_size=4",
-    "data.num_workers=0",
-    "optim.epochs=2",
-    "optim.warmup_epochs=0.5",
-    "optim.lr=1e-3",
-    "train.log_interval=1",
-    "train.save_every_steps=2",
-    "train.keep_last=0",
-]
+from train_helpers import TINY_RUN, make_training_set
 
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory) -> Path:
-    from pevl.data.synthetic import make_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic(root, num_classes=4, per_class=6, frames=16, size=32, val_fraction=0.34, progress=False)
-    return root
+    return make_training_set(tmp_path_factory.mktemp("synthetic"))
 
 
 def run_config(root: Path, *extra: str):

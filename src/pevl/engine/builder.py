@@ -65,23 +65,28 @@ def build_dataset(
     from pevl.data.datasets import build_dataset as build
 
     data = cfg.data
-    return build(
-        data.dataset,
-        split,
-        root=data.root,
-        train=train,
-        num_video_frames=model_cfg.num_video_frames,
-        num_pose_frames=model_cfg.num_pose_frames,
-        image_size=model_cfg.clip.vision.image_size,
-        num_clips=1 if train else (num_clips or data.test_clips),
-        num_crops=1 if train else (num_crops or data.test_crops),
-        use_video=model_cfg.use_video,
-        use_pose=model_cfg.use_pose,
-        pose_file=data.pose_file,
-        pose_cache_dir=pose_cache_dir or data.pose_cache_dir,
-        seed=cfg.train.seed,
-        **data.options,
-    )
+    settings = {
+        "root": data.root,
+        "train": train,
+        "num_video_frames": model_cfg.num_video_frames,
+        "num_pose_frames": model_cfg.num_pose_frames,
+        "image_size": model_cfg.clip.vision.image_size,
+        "num_clips": 1 if train else (num_clips or data.test_clips),
+        "num_crops": 1 if train else (num_crops or data.test_crops),
+        "use_video": model_cfg.use_video,
+        "use_pose": model_cfg.use_pose,
+        "pose_file": data.pose_file,
+        "pose_cache_dir": pose_cache_dir or data.pose_cache_dir,
+        "seed": cfg.train.seed,
+    }
+    clash = sorted(set(settings) & set(data.options))
+    if clash:
+        homes = {"root": "data.root", "pose_file": "data.pose_file", "pose_cache_dir": "data.pose_cache_dir",
+                 "seed": "train.seed", "num_clips": "data.test_clips", "num_crops": "data.test_crops",
+                 "image_size": "model.overrides.clip", "train": "the command (train or eval)"}  # fmt: skip
+        home = homes.get(clash[0], f"model.overrides.{clash[0]}")
+        raise PevlError(f"data.options.{clash[0]} is not a dataset option: it is set by {home}")
+    return build(data.dataset, split, **settings, **data.options)
 
 
 def default_device() -> torch.device:
