@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from pevl import __version__
@@ -58,6 +58,24 @@ from pevl.utils.io import check_output_dir
 
 MAX_SKIPPED_IN_A_ROW = 20
 """With ``train.nonfinite=skip``, this many non-finite steps in a row stop the run all the same."""
+
+
+class EpochIndices(Sampler):
+    """Yields ``(epoch, index)`` for each index of a :class:`ResumableSampler`, in its order.
+
+    Args:
+        sampler: The sampler whose ``epoch`` and indices are read at the start of every iteration.
+    """
+
+    def __init__(self, sampler: ResumableSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.sampler.epoch
+        return ((epoch, index) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 @dataclass
@@ -146,6 +164,7 @@ class Trainer:
         self.train_forward = torch.compile(self.ddp) if cfg.train.compile else self.ddp
 
         self.step = 0
+        self._persistent_loader: DataLoader | None = None
         self._skipped_in_a_row = 0
         self.epochs_completed = 0
         self.best_top1: float | None = None
@@ -241,16 +260,26 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------------------------------
     def _loader(self, epoch: int) -> DataLoader:
+        """The training loader; with workers, one loader whose workers persist across epochs (started once)."""
+        workers = self.cfg.data.num_workers
+        if workers and self._persistent_loader is not None:
+            return self._persistent_loader
         generator = torch.Generator()
-        generator.manual_seed(self.cfg.train.seed * 100_003 + epoch)
-        return DataLoader(
+        generator.manual_seed(self.cfg.train.seed * 100_003 + (0 if workers else epoch))
+        loader = DataLoader(
             self.train_set,
             batch_size=self.cfg.data.batch_size,
-            sampler=self.sampler,
-            num_workers=self.cfg.data.num_workers,
+            # Each index carries its epoch: persistent workers keep their own copy of the dataset, so
+            # ``train_set.set_epoch`` in this process would not reach them.
+            sampler=EpochIndices(self.sampler),
+            num_workers=workers,
             generator=generator,
             pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
         )
+        if workers:
+            self._persistent_loader = loader
+        return loader
 
     def _nonfinite(self, epoch: int, what: str) -> None:
         """Apply ``train.nonfinite`` to a step whose loss or gradient is NaN/inf (the weights are still good).

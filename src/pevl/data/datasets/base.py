@@ -248,9 +248,10 @@ class ActionDataset(Dataset):
         """Select the epoch whose random draws the next items use."""
         self.epoch = int(epoch)
 
-    def rng(self, index: int) -> np.random.Generator:
-        """The random generator of item ``index`` in the current epoch."""
-        return np.random.default_rng([int(self.seed), int(self.epoch), int(index)])
+    def rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
+        """The random generator of item ``index`` in ``epoch`` (default: the current one)."""
+        epoch = self.epoch if epoch is None else epoch
+        return np.random.default_rng([int(self.seed), int(epoch), int(index)])
 
     def _video_frames(self, index: int, record: VideoRecord) -> tuple[int, int, int]:
         """``(first frame, frame count, frames in the whole file)`` of the record in its video or frame folder."""
@@ -296,11 +297,15 @@ class ActionDataset(Dataset):
 
         return read_frames(record.video, indices.tolist())  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        """Item ``index``, or ``(epoch, index)``: the epoch travels with the index to persistent loader workers."""
         from pevl.data.sampling import sample_clip_indices
 
+        epoch = None
+        if isinstance(index, tuple):
+            epoch, index = index
         record = self.records[index]
-        rng = self.rng(index)
+        rng = self.rng(index, epoch)
         pose = self.poses.get(record) if self.use_pose else None  # type: ignore[union-attr]
         per_file = isinstance(self.poses, CachePoses)  # cached poses cover the whole video file
         windowed = record.window is not None or record.window_sec is not None
