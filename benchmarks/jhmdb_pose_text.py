@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _report import write_section
+from _report import SHARED_DATA, write_section
 from pevl.data.pose.pyskl import save_pyskl
 from pevl.engine.config import load_config
 from pevl.engine.evaluate import run_evaluation
@@ -29,7 +29,7 @@ from pevl.engine.train import train
 from pevl.utils.io import atomic_open
 
 ROOT = Path(__file__).resolve().parents[1]
-NPZ = ROOT.parent / "shared" / "data" / "skeleton" / "jhmdb14_gt_2d_splits.npz"
+NPZ = SHARED_DATA / "skeleton" / "jhmdb14_gt_2d_splits.npz"  # $PEVL_SHARED_DATA moves it, as in the tests
 LABEL_TEXT = {"pullup": "pull up"}  # JHMDB folder names are single words; this one reads better split
 # From-scratch settings (no pretrained CLIP offline): a narrow CLIP-shaped backbone, fully trained.
 DEFAULTS = [

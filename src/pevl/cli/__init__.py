@@ -12,6 +12,7 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from pevl.errors import PevlError
 
@@ -31,6 +32,36 @@ def add_set_option(parser: argparse.ArgumentParser, description: str) -> None:
         metavar="KEY=VALUE",
         help=f"{description}; --cfg-options is the same option",
     )
+
+
+def show_warnings_as_lines() -> None:
+    """Print the package's own warnings as one ``warning: <message>`` line, without the Python source line.
+
+    Warnings raised from other packages keep Python's usual format (their source location helps there).
+    """
+    import warnings
+    from pathlib import Path
+
+    package = str(Path(__file__).resolve().parents[1])
+    original = warnings.showwarning
+    if getattr(original, "pevl_lines", False):
+        return
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if not str(Path(filename).resolve()).startswith(package):
+            original(message, category, filename, lineno, file, line)
+            return
+        print(f"warning: {message}", file=file or sys.stderr)
+
+    show.pevl_lines = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    show_warnings_as_lines()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pevl.cli import add_set_option
+from pevl.cli._checkpoint import CHECKPOINT_HELP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a trained checkpoint on its run's test split (data.test_split, else data.val_split). "
         "Writes metrics.json, per_class.csv, confusion.csv/.png and scores.npy.",
     )
-    parser.add_argument("--checkpoint", "-k", required=True, help="checkpoint dir, its model.safetensors, or work dir")
+    parser.add_argument("--checkpoint", "-k", required=True, help=CHECKPOINT_HELP)
     add_set_option(parser, "override the saved run config, e.g. --set data.root=/data/diving48")
     parser.add_argument("--views", help="test views CLIPSxCROPS, e.g. 3x3 (default: the run config's)")
     parser.add_argument("--split", help="split to evaluate (default: data.test_split, else data.val_split)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pevl.cli._checkpoint import CHECKPOINT_HELP
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``explain`` command."""
@@ -16,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "attention (Fig. 11) and, with --compare, the VL baseline against PeVL (Fig. 12).",
     )
     parser.add_argument("video", help="the video file")
-    parser.add_argument("--checkpoint", "-k", required=True, help="PeVL checkpoint dir or its model.safetensors")
+    parser.add_argument("--checkpoint", "-k", required=True, help=CHECKPOINT_HELP)
     parser.add_argument("--labels", help='label file (one per line) or "a;b;c" (default: the trained classes)')
     parser.add_argument("--out", help="output folder (default: explain_<video name>)")
     parser.add_argument("--compare", help="checkpoint of the VL baseline, for the VL vs PeVL figure")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pevl.cli._checkpoint import CHECKPOINT_HELP
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` command."""
@@ -15,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "models) with a dynamic batch size; outputs are logits and probabilities. Attention maps are not exported. "
         "--check scores real clips with onnxruntime and PyTorch and prints the largest difference.",
     )
-    parser.add_argument("checkpoint", help="checkpoint dir or its model.safetensors")
+    parser.add_argument("checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--format", default="onnx", choices=("onnx",), help="export format (onnx)")
     parser.add_argument("--out", "-o", required=True, help="the .onnx file to write")
     parser.add_argument("--labels", help='label file (one per line) or "a;b;c" (default: the trained classes)')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(config, args.overrides)  # no config file: the defaults, changed by --set
     result = train(cfg, work_dir, resume=resume, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 writes checkpoints and reports them
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted after {result.steps} steps; checkpoint {result.checkpoint}", file=sys.stderr)
         print(f"continue with: pevl train --work-dir {work_dir} --resume", file=sys.stderr)

@@ -160,3 +160,88 @@ def clean_class_name(name: str) -> str:
         E.g. ``"air drumming"``.
     """
     return " ".join(name.replace("_", " ").split())
+
+
+# ---- label maps written as Python source ----------------------------------------------------------------------------
+
+_ASSIGNMENT = re.compile(r"^\s*[A-Za-z_]\w*\s*=")
+
+
+def _name_id_pairs(value: object) -> list[tuple[int, str]] | None:
+    """``{name: id}`` or ``{id: name}`` as ``(id, name)`` pairs sorted by id; ``None`` for anything else."""
+    if not isinstance(value, dict) or not value:
+        return None
+    items = list(value.items())
+    if all(isinstance(k, str) and type(v) is int for k, v in items):
+        pairs = [(v, k) for k, v in items]
+    elif all(type(k) is int and isinstance(v, str) for k, v in items):
+        pairs = list(items)
+    else:
+        return None
+    if len({i for i, _ in pairs}) != len(pairs):
+        return None
+    return sorted(pairs)
+
+
+def python_label_map(source: str, text: str) -> list[tuple[int, str]] | None:
+    """Read a label map written as a Python dict literal, or say why a Python-like file is not a label map.
+
+    Read: one dict of class names to ids (``{'Cook.Cleandishes': 0, 'Cook.Cleanup': 1, ...}``) or of ids to names,
+    bare or assigned to one name (``action_classes = {...}``). The text is parsed, never run (``ast``).
+
+    Args:
+        source: The file, named in errors.
+        text: Its text.
+
+    Returns:
+        ``(id, name)`` pairs sorted by id, or ``None`` when the text is no Python-like source (a name per line,
+        JSON, ...: the other readers' business).
+
+    Raises:
+        PevlError: Python-like source that is not one such dict, e.g. Toyota-Smarthome's
+            ``official_2sAGCN_class_maps_and_subjects.txt`` (subject lists and two class maps).
+    """
+    import ast
+
+    from pevl.errors import PevlError
+
+    stripped = text.lstrip()
+    has_assignment = any(_ASSIGNMENT.match(line) for line in text.splitlines())
+    if not has_assignment and not (stripped.startswith("{") and "'" in stripped):
+        return None
+    if not has_assignment:
+        try:
+            import json
+
+            json.loads(text)
+            return None  # valid JSON: the JSON reader's
+        except ValueError:
+            pass
+    what = "Python-like source (assignments such as 'name = [...]')" if has_assignment else "a Python dict literal"
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as err:
+        raise PevlError(f"{source}: holds {what} that does not parse (line {err.lineno}), not a label map") from None
+    values: dict[str, object] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.Assign) and len(targets) == 1 and isinstance(targets[0], ast.Name):
+            key, expression = targets[0].id, node.value
+        elif isinstance(node, ast.Expr):
+            key, expression = f"expression on line {node.lineno}", node.value
+        else:
+            raise PevlError(f"{source}: holds Python statements (line {node.lineno}), not a label map")
+        try:
+            values[key] = ast.literal_eval(expression)
+        except ValueError:
+            values[key] = None
+    maps = {key: pairs for key, value in values.items() if (pairs := _name_id_pairs(value)) is not None}
+    if len(values) == 1 and len(maps) == 1:
+        return next(iter(maps.values()))
+    names = ", ".join(list(values)[:6]) + (", ..." if len(values) > 6 else "")
+    hint = (
+        f"; its class maps ({', '.join(maps)}) can be written out one name per line, in id order"
+        if maps
+        else "; a label map has one class name per line"
+    )
+    raise PevlError(f"{source}: holds {len(values)} Python assignments ({names}), not a label map{hint}")

@@ -93,6 +93,27 @@ def _random_resized_box(
     return x0, y0, box_w, box_h
 
 
+def check_one_person(keypoint: np.ndarray, score: np.ndarray) -> None:
+    """Refuse anything but one person's ``[T, J, 2]`` keypoints and ``[T, J]`` scores.
+
+    A skeleton pickle stores ``[M, T, J, 2]`` (M persons); passing that would make the person axis a clip axis.
+
+    Raises:
+        ValueError: Another shape, with the way to pick one person.
+    """
+    keypoint, score = np.asarray(keypoint), np.asarray(score)
+    if keypoint.ndim == 4:
+        raise ValueError(
+            f"keypoint is [M, T, J, 2] = {list(keypoint.shape)} (a pickle's persons); the transforms take one "
+            "person's [T, J, 2]: pass keypoint[m] and keypoint_score[m], or "
+            "pevl.data.pose.pyskl.main_person(keypoint, score)"
+        )
+    if keypoint.ndim != 3 or keypoint.shape[-1] != 2 or score.shape != keypoint.shape[:-1]:
+        raise ValueError(
+            f"keypoint must be [T, J, 2] and score [T, J], got {list(keypoint.shape)} and {list(score.shape)}"
+        )
+
+
 @dataclass
 class ClipTransform:
     """Joint video + pose transform: crops, CLIP resize and normalisation, pose mapped to the same crop.
@@ -146,7 +167,8 @@ class ClipTransform:
 
         Args:
             frames: ``[T_v, H, W, 3]`` RGB uint8 frames, or ``None`` for pose only.
-            keypoint: ``[T_p, J, 2]`` pixel keypoints in the ``img_shape`` frame, or ``None`` for video only.
+            keypoint: ``[T_p, J, 2]`` pixel keypoints of one person in the ``img_shape`` frame, or ``None`` for
+                video only; a pickle's ``[M, T, J, 2]`` is refused (pick a person first).
             score: ``[T_p, J]`` keypoint scores (required with ``keypoint``).
             img_shape: ``(height, width)`` of the frame the keypoints refer to. The frames may be stored at
                 another resolution of the same view: crops are placed in relative coordinates.
@@ -161,6 +183,8 @@ class ClipTransform:
             raise ValueError("ClipTransform needs frames, keypoints or both")
         if keypoint is not None and score is None:
             raise ValueError("keypoint given without score")
+        if keypoint is not None:
+            check_one_person(keypoint, score)  # type: ignore[arg-type]
         img_h, img_w = int(img_shape[0]), int(img_shape[1])
         if frames is not None:
             frames = np.asarray(frames)
@@ -286,7 +310,7 @@ class PoseTransform:
         """Transform one clip's pose.
 
         Args:
-            keypoint: ``[T_p, J, 2]`` pixel keypoints.
+            keypoint: ``[T_p, J, 2]`` pixel keypoints of one person (``[M, T, J, 2]`` is refused).
             score: ``[T_p, J]`` keypoint scores.
             img_shape: ``(height, width)`` of the frame the keypoints refer to.
             rng: Random generator for training (a fresh unseeded one when ``None``).
@@ -294,6 +318,7 @@ class PoseTransform:
         Returns:
             ``[1, T_p, J, 3]`` float32 ``(x, y, score)``.
         """
+        check_one_person(keypoint, score)
         pose = normalize_keypoints(keypoint, score, frame_square_box(img_shape))
         if self.train:
             rng = rng if rng is not None else np.random.default_rng()

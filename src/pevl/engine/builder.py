@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from pevl.engine.checkpoint import Checkpoint, load_checkpoint, load_model_state
+from pevl.engine.checkpoint_choice import choose_checkpoint
 from pevl.engine.config import RunConfig
 from pevl.errors import PevlError
 from pevl.models.config import PeVLConfig
@@ -208,14 +209,17 @@ class LoadedModel:
 
 
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Rebuild a trained model from a checkpoint directory or its ``model.safetensors``.
+    """Rebuild a trained model from a checkpoint directory, its ``model.safetensors`` or a work dir.
+
+    A work dir is resolved by :func:`pevl.engine.checkpoint_choice.choose_checkpoint` (best, else latest;
+    ``WORKDIR:latest`` / ``WORKDIR:best`` to choose), which prints the checkpoint it chose.
 
     No CLIP weight file is needed: checkpoints hold every weight, frozen ones included.
 
     Raises:
         PevlError: Not a pevl checkpoint, or its weights do not fit the model it describes.
     """
-    checkpoint = load_checkpoint(path, device="cpu")
+    checkpoint = load_checkpoint(choose_checkpoint(path), device="cpu")
     model_cfg = checkpoint.extra.get("model_config")
     if not model_cfg:
         raise PevlError(f"{checkpoint.model_file}: no model config in the checkpoint (not written by `pevl train`?)")

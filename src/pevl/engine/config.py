@@ -93,6 +93,8 @@ class DataSection:
     num_workers: int = 2  # DataLoader worker processes per training process
     test_clips: int = 1  # temporal views per video at test time (scores averaged with test_crops)
     test_crops: int = 1  # spatial views per clip at test time (1 = centre, 3 = three-crop)
+    balance_classes: bool = False  # oversample every training class to the largest one (class-balanced sampling)
+    estimate_poses: bool = True  # train: estimate poses the pose cache lacks (else an error with the command)
     options: dict[str, Any] = field(default_factory=dict)  # dataset-specific options (pevl.data.datasets)
 
     def __post_init__(self) -> None:
@@ -114,7 +116,7 @@ class OptimSection:
     weight_decay: float = 0.05  # decoupled weight decay; never applied to biases, norms, embeddings, tokens
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
     epochs: int = 30  # training epochs
-    warmup_epochs: float = 2.0  # linear warm-up length in epochs (fractions allowed)
+    warmup_epochs: float = 2.0  # linear warm-up length in epochs (fractions allowed; clamped to optim.epochs)
     min_lr: float = 0.0  # learning rate at the end of the cosine decay
     grad_accum_steps: int = 1  # micro-batches accumulated per optimiser step
     clip_grad_norm: float | None = 1.0  # max global gradient norm; None disables clipping
@@ -126,12 +128,8 @@ class OptimSection:
         _require(self.weight_decay >= 0, "optim.weight_decay", ">= 0", self.weight_decay)
         _require(all(0 <= b < 1 for b in self.betas), "optim.betas", "two numbers in [0, 1)", self.betas)
         _require(self.epochs >= 1, "optim.epochs", ">= 1", self.epochs)
-        _require(
-            0 <= self.warmup_epochs <= self.epochs,
-            "optim.warmup_epochs",
-            f"in [0, {self.epochs}] (epochs)",
-            self.warmup_epochs,
-        )
+        # A warm-up longer than the run is clamped to it, with a note (pevl.engine.optim.warmup_note).
+        _require(self.warmup_epochs >= 0, "optim.warmup_epochs", ">= 0 (epochs)", self.warmup_epochs)
         _require(0 <= self.min_lr <= self.lr, "optim.min_lr", "in [0, lr]", self.min_lr)
         _require(self.grad_accum_steps >= 1, "optim.grad_accum_steps", ">= 1", self.grad_accum_steps)
         if self.clip_grad_norm is not None:

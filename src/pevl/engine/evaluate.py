@@ -2,7 +2,8 @@
 
 ``pevl eval --checkpoint CKPT [--views CLIPSxCROPS]`` writes to its output folder:
 
-* ``metrics.json``: top-1, top-5, mean class accuracy, per-class accuracy, number of samples and views;
+* ``metrics.json``: top-1, top-5, mean class accuracy, per-class accuracy, number of samples and views, and
+  ``split_note``: how the split was made when the data has none (a seeded held-out share), else ``null``;
 * ``per_class.csv``: accuracy and support of every class;
 * ``confusion.csv`` and ``confusion.png``: the confusion matrix (rows: ground truth, columns: prediction);
 * ``scores.npy``: the averaged class probabilities of every sample, in dataset order.
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pevl.engine.builder import autocast, batch_inputs, build_dataset, default_device, load_trained_model
+from pevl.engine.checkpoint_choice import choose_checkpoint
 from pevl.engine.config import apply_overrides
 from pevl.engine.distributed import gather_by_index, init_distributed, is_main_process
 from pevl.engine.metrics import (
@@ -194,7 +196,8 @@ def run_evaluation(
     """Evaluate a checkpoint on its run's test split (the library function behind ``pevl eval``).
 
     Args:
-        checkpoint: A checkpoint directory, its ``model.safetensors``, or a work dir (its best, else latest).
+        checkpoint: A checkpoint directory, its ``model.safetensors``, or a work dir (its best, else latest;
+            ``WORKDIR:latest`` / ``WORKDIR:best`` to choose).
         overrides: ``key=value`` changes to the saved run config (e.g. ``data.root=/data/diving48``).
         views: ``CLIPSxCROPS`` test views (default: the run config's ``test_clips x test_crops``).
         split: Split to evaluate (default ``data.test_split``, else ``data.val_split``).
@@ -209,11 +212,7 @@ def run_evaluation(
         raise PevlError(f"--batch-size must be at least 1, got {batch_size}")
     info = init_distributed()
     device = info.device if info.distributed else default_device()
-    path = Path(checkpoint)
-    if path.is_dir() and (path / "checkpoints").is_dir():
-        from pevl.engine.checkpoint import find_best, find_latest
-
-        path = find_best(path) or find_latest(path) or path
+    path = choose_checkpoint(checkpoint)  # a work dir: best, else latest (printed)
     clips, crops = parse_views(views)
     loaded = load_trained_model(path, device)
     if loaded.run_config is None:
@@ -251,6 +250,7 @@ def run_evaluation(
         "checkpoint": str(loaded.checkpoint.path),
         "split": split,
         "views": f"{num_clips}x{num_crops}",
+        "split_note": dataset.split_note,  # how the split was made when the data had none (a held-out share)
         "title": f"{cfg.model.preset} on {cfg.data.dataset} {split}",
     }
     metrics = write_report(out, scores, labels, list(dataset.classes), extra) if is_main_process() else {}

@@ -115,12 +115,7 @@ class MetricLogger:
         self._text: Any = None
         if not enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if purge_after is not None and self.path.exists():
-            self._purge(purge_after)
-        elif self.path.exists():
-            self._drop_partial_line()
-        if tensorboard:
+        if tensorboard:  # before anything is written: a refused run leaves nothing behind
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
@@ -128,6 +123,12 @@ class MetricLogger:
                     "TensorBoard logging was requested (train.tensorboard: true) but the 'tensorboard' package "
                     "is not installed: pip install tensorboard, or set train.tensorboard=false"
                 ) from None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if purge_after is not None and self.path.exists():
+            self._purge(purge_after)
+        elif self.path.exists():
+            self._drop_partial_line()
+        if tensorboard:
             purge_step = None if purge_after is None else purge_after + 1
             self._writer = SummaryWriter(log_dir=str(Path(work_dir) / "tensorboard"), purge_step=purge_step)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- kept open for the run

@@ -119,6 +119,34 @@ class WarmupCosineScheduler(torch.optim.lr_scheduler.LRScheduler):
         factor = self.lr_factor(max(self.last_epoch, 0))
         return [float(base) * factor for base in self.base_lrs]
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue a saved schedule at its step, over the length *this* scheduler was built for.
+
+        The step count comes from ``state_dict``; the length (total and warm-up steps, ``min_lr``) stays the one of
+        the current run config, so a run resumed with more epochs decays over the new length instead of sitting at
+        the end of the old one. What changed is kept in :attr:`rebuilt_from` (``None`` when nothing did).
+        """
+        kept = {"total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "min_lr_ratio": self.min_lr_ratio}
+        saved = {key: state_dict.get(key, value) for key, value in kept.items()}
+        super().load_state_dict(state_dict)
+        self.__dict__.update(kept)
+        self.rebuilt_from = saved if saved != kept else None
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def describe_rebuild(self) -> str | None:
+        """One line on how a resumed schedule differs from the saved one (``None`` when it does not)."""
+        old = getattr(self, "rebuilt_from", None)
+        if old is None:
+            return None
+        step = max(self.last_epoch, 0)
+        return (
+            f"note: the learning-rate schedule was saved for {old['total_steps']} steps ({old['warmup_steps']} of "
+            f"warm-up) and is rebuilt for this run's {self.total_steps} ({self.warmup_steps} of warm-up): it "
+            f"continues at step {step} on the new warm-up + cosine curve (lr factor {self.lr_factor(step):.3g})"
+        )
+
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSection, steps_per_epoch: int) -> WarmupCosineScheduler:
     """The warm-up + cosine schedule of a run; call ``scheduler.step()`` after every ``optimizer.step()``.
@@ -129,10 +157,22 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimSection, steps_p
         steps_per_epoch: Optimiser steps per epoch, i.e. batches per epoch / ``grad_accum_steps`` rounded up.
 
     Returns:
-        The scheduler; it has already set the learning rate of the first step.
+        The scheduler; it has already set the learning rate of the first step. A warm-up longer than the run is
+        clamped to the run (:func:`warmup_note` says so).
     """
     if steps_per_epoch < 1:
         raise PevlError(f"an epoch must have at least one optimiser step, got {steps_per_epoch} (dataset too small?)")
     total = cfg.epochs * steps_per_epoch
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    warmup = round(min(cfg.warmup_epochs, cfg.epochs) * steps_per_epoch)
     return WarmupCosineScheduler(optimizer, total, warmup, min_lr_ratio=cfg.min_lr / cfg.lr)
+
+
+def warmup_note(cfg: OptimSection) -> str | None:
+    """The note a run prints when its warm-up is longer than the run (and is clamped to it), else ``None``."""
+    if cfg.warmup_epochs <= cfg.epochs:
+        return None
+    return (
+        f"note: optim.warmup_epochs={cfg.warmup_epochs:g} is longer than the run (optim.epochs={cfg.epochs}): the "
+        f"warm-up is clamped to the whole run, so the learning rate rises to optim.lr={cfg.lr:g} and never decays; "
+        f"set optim.warmup_epochs below {cfg.epochs} for a cosine decay"
+    )

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from pevl import __version__
+from pevl.data.datasets.balance import balance_note, oversample_classes
 from pevl.engine.builder import autocast, batch_inputs, build_dataset, build_model, default_device, model_config
 from pevl.engine.checkpoint import (
     find_latest,
@@ -50,7 +51,8 @@ from pevl.engine.distributed import (
 from pevl.engine.evaluate import predict_scores
 from pevl.engine.logger import MetricLogger
 from pevl.engine.metrics import evaluate_scores
-from pevl.engine.optim import build_optimizer, build_scheduler
+from pevl.engine.optim import build_optimizer, build_scheduler, warmup_note
+from pevl.engine.pose_prep import ensure_poses
 from pevl.engine.rng import capture_rng, seed_everything
 from pevl.engine.sampler import ResumableSampler
 from pevl.errors import PevlError
@@ -122,6 +124,9 @@ class Trainer:
     def __init__(
         self, cfg: RunConfig, work_dir: str | Path, resume: bool | str | Path = False, progress: bool = True
     ) -> None:
+        if cfg.data.pose_cache_dir is None:  # named in the saved config, so `pevl eval` reads the same cache
+            cached = str((Path(work_dir) / "poses").resolve())
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, pose_cache_dir=cached))
         cfg = resolve_data_paths(cfg)
         self.cfg = cfg
         self.work_dir = Path(work_dir)
@@ -132,7 +137,10 @@ class Trainer:
 
         seed_everything(cfg.train.seed)
         self.model_cfg = model_config(cfg)
-        pose_cache = cfg.data.pose_cache_dir or self.work_dir / "poses"
+        pose_cache = cfg.data.pose_cache_dir
+        if self.model_cfg.use_pose and self.main:  # videos without cached poses: estimate them (or say how)
+            splits = [cfg.data.train_split] + ([cfg.data.val_split] if cfg.train.eval_interval else [])
+            ensure_poses(cfg, splits, pose_cache, self.work_dir, self.info.distributed, self.progress)
         self.train_set = build_dataset(cfg, self.model_cfg, cfg.data.train_split, train=True, pose_cache_dir=pose_cache)
         self.val_set = None
         if cfg.train.eval_interval:
@@ -143,12 +151,14 @@ class Trainer:
                 raise PevlError(f"the {cfg.data.val_split} and {cfg.data.train_split} splits have different classes")
         if len(self.train_set) == 0:
             raise PevlError(f"the {cfg.data.train_split} split of {cfg.data.dataset} is empty")
+        balance = None
+        if cfg.data.balance_classes:  # before the sampler: an epoch covers the repeats
+            labels = self.train_set.labels
+            self.train_set.records = oversample_classes(self.train_set.records, labels, seed=cfg.train.seed)
+            balance = balance_note(labels, self.train_set.labels)
 
         self.model_cfg = self.model_cfg.replace(num_classes=len(self.train_set.classes))
         self.model = build_model(self.model_cfg, cfg.model.pretrained).to(self.device)
-        if self.main:  # only once data and weights are known to be good: a bad input leaves no work dir behind
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.work_dir / "config.yaml")
         self.texts = self.model.build_class_texts(self.train_set.classes, self.train_set.coarse)
         self.sampler = ResumableSampler(
             len(self.train_set), shuffle=True, seed=cfg.train.seed, rank=self.info.rank, world_size=self.info.world_size
@@ -180,6 +190,17 @@ class Trainer:
             total_steps=cfg.optim.epochs * self.steps_per_epoch,
             steps_per_epoch=self.steps_per_epoch,
         )
+        if self.main:  # only once data, weights and logger are known to be good: a refused run leaves no config
+            save_config(cfg, self.work_dir / "config.yaml")
+        split_note = getattr(self.val_set or self.train_set, "split_note", None)
+        if split_note and self.main:
+            self.logger.note(f"validation split: {split_note}")
+        if balance and self.main:
+            self.logger.note(balance)
+        for note in filter(None, [warmup_note(cfg.optim), resume and self.scheduler.describe_rebuild()]):
+            self.logger.note(str(note))
+            if self.main:
+                print(note, file=sys.stderr)
         if resume:
             self.logger.note(f"resumed from {self.last_checkpoint} (epoch {self.sampler.epoch}, step {self.step})")
         else:

@@ -98,7 +98,7 @@ def build_dataset(
         else:
             poses = CachePoses(pose_cache_dir, backend=options.get("pose_backend", "mediapipe"))
         poses.check(spec.records)
-    return ActionDataset(
+    dataset = ActionDataset(
         spec.records,
         spec.classes,
         spec.coarse,
@@ -117,3 +117,5 @@ def build_dataset(
         rawframe_start=spec.rawframe_start,
         flip_prob=float(options.get("flip_prob", 0.0)),
     )
+    dataset.split_note = spec.split_note
+    return dataset

@@ -223,6 +223,7 @@ class ActionDataset(Dataset):
         self.epoch = 0
         self.rawframe_template = rawframe_template
         self.rawframe_start = rawframe_start
+        self.split_note: str | None = None  # how the split was made when the data had none (see datasets.holdout)
         if not 0.0 <= flip_prob <= 1.0:
             raise PevlError(f"dataset {name}: flip_prob must be in [0, 1], got {flip_prob}")
         self.clip_transform = ClipTransform(

@@ -5,8 +5,12 @@
 ``label_map`` (default ``root/classes.txt``, one per line), else ``"class <i>"``. A ``coarse`` option sets the
 coarse action type of every class; ``root/coarse.txt`` gives one per class.
 
-``video_folder``: ``root/<split>/<class>/<video>`` when ``root/<split>`` exists, else ``root/<class>/<video>``;
-classes are the sorted folder names with underscores turned into spaces.
+``video_folder``: ``root/<split>/<class>/<video>`` when split folders exist, else ``root/<class>/<video>``;
+a sample is a video file or a rawframe folder (``img_00001.jpg`` ...); classes are the sorted folder names with
+underscores turned into spaces.
+
+Without split folders (``video_folder``) or with one list for every split (``video_list`` with ``list_file``), a
+seeded share of each class is held out as ``val`` / ``test`` (:mod:`pevl.data.datasets.holdout`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pevl.data.datasets.base import VideoRecord
+from pevl.data.datasets.holdout import HOLDOUT_OPTIONS, hold_out
 from pevl.data.datasets.lists import (
     ListEntry,
     check_labels,
@@ -25,6 +30,7 @@ from pevl.data.datasets.lists import (
 )
 from pevl.data.datasets.registry import DatasetSpec, missing_videos_error, register
 from pevl.data.labels import clean_class_name
+from pevl.data.rawframes import is_rawframe_folder
 from pevl.errors import PevlError, file_error
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp"})
@@ -79,7 +85,7 @@ def records_from_list(
     "video_list",
     options={
         "list_file", "label_map", "video_dir", "coarse", "filename_tmpl", "skip_missing", "list_kind", "with_offset",
-        "start_index",
+        "start_index", *HOLDOUT_OPTIONS,
     },
 )  # fmt: skip
 def build_video_list(name: str, split: str, root: Path | None, options: dict[str, Any]) -> DatasetSpec:
@@ -101,8 +107,13 @@ def build_video_list(name: str, split: str, root: Path | None, options: dict[str
         classes = [f"class {i}" for i in range(max((e.label for e in entries), default=-1) + 1)]
     check_labels(list_file, entries, len(classes))
     records = records_from_list(entries, video_dir, list_file, bool(options.get("skip_missing")))
+    split_note = None
+    if options.get("list_file"):  # one list for every split: hold a share out rather than validate on train
+        labels = [r.label for r in records]
+        records, split_note = hold_out(list_file, records, [r.name for r in records], labels, split, options)
     return DatasetSpec(
         records=records,
+        split_note=split_note,
         classes=classes,
         coarse=coarse_types(root, options, len(classes)),
         rawframe_template=options.get("filename_tmpl", "img_{:05d}.jpg"),
@@ -110,25 +121,44 @@ def build_video_list(name: str, split: str, root: Path | None, options: dict[str
     )
 
 
+SPLIT_FOLDERS = ("train", "val", "test")
+"""Folder names that make a ``video_folder`` root a split layout (``root/<split>/<class>/<video>``)."""
+
+
 def scan_class_folders(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """Sorted class folder names and ``(video, label)`` of every video file inside them."""
+    """Sorted class folder names and ``(sample, label)`` of every video file and rawframe folder inside them."""
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     videos = []
     for label, class_dir in enumerate(class_dirs):
         for path in sorted(class_dir.rglob("*")):
             if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
                 videos.append((path, label))
+            elif path.is_dir() and is_rawframe_folder(path):
+                videos.append((path, label))
     return [d.name for d in class_dirs], videos
 
 
-@register("video_folder", options={"coarse"})
+@register("video_folder", options={"coarse", *HOLDOUT_OPTIONS})
 def build_video_folder(name: str, split: str, root: Path | None, options: dict[str, Any]) -> DatasetSpec:
     """Build a dataset from a folder per class (see the module docstring)."""
     root = _root(root, name)
-    folder = root / split if (root / split).is_dir() else root
+    split_dirs = [s for s in SPLIT_FOLDERS if (root / s).is_dir()]
+    if split_dirs and not (root / split).is_dir():
+        raise PevlError(f"{root}: no {split}/ folder (it has {', '.join(d + '/' for d in split_dirs)})")
+    folder = root / split if split_dirs else root
     names, videos = scan_class_folders(folder)
     if not videos:
         raise PevlError(f"{folder}: no videos in class folders (expected <class>/<video>.mp4)")
-    records = [VideoRecord(str(p.relative_to(folder).with_suffix("")), label, video=p) for p, label in videos]
+    records = [
+        VideoRecord(str(p.relative_to(folder).with_suffix("")) if p.is_file() else str(p.relative_to(folder)), label,
+                    video=p if p.is_file() else None, frames_dir=None if p.is_file() else p)
+        for p, label in videos
+    ]  # fmt: skip
+    split_note = None
+    if not split_dirs:  # one folder for every split: hold a share out rather than validate on train
+        keys, labels = [r.name for r in records], [r.label for r in records]
+        records, split_note = hold_out(folder, records, keys, labels, split, options, what="videos")
     classes = [clean_class_name(n) for n in names]
-    return DatasetSpec(records=records, classes=classes, coarse=coarse_types(root, options, len(classes)))
+    return DatasetSpec(
+        records=records, classes=classes, coarse=coarse_types(root, options, len(classes)), split_note=split_note
+    )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
+from pevl.data.labels import python_label_map
 from pevl.errors import PevlError, file_error
 
 
@@ -81,7 +82,10 @@ def read_label_map(path: str | Path) -> LabelMap:
       kept as written even when sparse (AVA's 60 evaluated classes out of 80), in increasing id order;
     - AVA's ``.pbtxt`` (``item { name: "..." id: N }``);
     - JSON: a list of names, ``{"id": "name"}`` or ``{"name": id}``;
-    - FineGym category files (``Clabel: 0; set: 1; Glabel: 1; (VT) ...``).
+    - FineGym category files (``Clabel: 0; set: 1; Glabel: 1; (VT) ...``);
+    - a Python dict literal ``{'name': id, ...}`` (or ``{id: 'name'}``), bare or as one assignment
+      (:func:`pevl.data.labels.python_label_map`); other Python-like files (e.g. Toyota-Smarthome's
+      ``official_2sAGCN_class_maps_and_subjects.txt``) are an error, never names.
 
     Raises:
         PevlError: Missing, binary or non-UTF-8 file, malformed JSON, a file mixing ``id: name`` lines with
@@ -98,6 +102,9 @@ def read_label_map(path: str | Path) -> LabelMap:
     if not lines:
         raise file_error(path, "holds no class names")
     text = "\n".join(line for _, line in lines)
+    python_pairs = python_label_map(str(path), text)  # a dict literal, or a Python-like file that is no label map
+    if python_pairs is not None:
+        return LabelMap(tuple(i for i, _ in python_pairs), tuple(n for _, n in python_pairs))
     if path.suffix.lower() == ".json" or text[0] in "[{":
         if path.suffix.lower() == ".pbtxt" or _PBTXT_ITEM.search(text):
             return _pbtxt_map(path, text)

@@ -26,6 +26,7 @@ class DatasetSpec:
         poses: The dataset's own pose source (e.g. the synthetic set's pickle), or ``None`` to use the cache.
         rawframe_template: File name pattern of extracted frames (rawframe datasets).
         rawframe_start: Number of the first frame file (MMAction2's ``start_index``).
+        split_note: How the split was made when the data had none (a held-out share), else ``None``.
     """
 
     records: list[VideoRecord]
@@ -34,6 +35,7 @@ class DatasetSpec:
     poses: PoseSource | None = None
     rawframe_template: str = "img_{:05d}.jpg"
     rawframe_start: int = 1
+    split_note: str | None = None
 
 
 Builder = Callable[[str, str, Path | None, dict[str, Any]], DatasetSpec]

@@ -101,7 +101,7 @@ class ExtractSummary:
         rate = f" ({self.frames / self.seconds:.1f} frames/s)" if self.seconds > 0 and self.frames else ""
         lines = [
             f"{self.written}/{self.total} videos written to {self.out}: {self.extracted} extracted, "
-            f"{self.cached} from cache, {len(self.failed)} failed, {len(self.warned)} with warnings; "
+            f"{self.cached} from cache, {len(self.failed)} skipped, {len(self.warned)} with warnings; "
             f"{self.frames} frames in {self.seconds:.1f} s{rate}"
         ]
         if self.total_frames:
@@ -109,7 +109,7 @@ class ExtractSummary:
             if self.found_filled != self.found_raw:
                 found += f" ({100 * self.found_filled / self.total_frames:.1f}% after filling short gaps)"
             lines.append(found)
-        lines += [f"  failed: {problem}" for _, problem in self.failed]
+        lines += [f"skipped {problem}" for _, problem in self.failed]  # the line docs/data.md shows
         return "\n".join(lines)
 
 
