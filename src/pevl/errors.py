@@ -12,6 +12,10 @@ class PevlError(Exception):
     """
 
 
+class PevlWarning(UserWarning):
+    """A warning about user input (a file, a setting); the CLI prints it as one ``warning: <message>`` line."""
+
+
 def file_error(path: str | Path, problem: str) -> PevlError:
     """Build a :class:`PevlError` that names ``path`` and what is wrong with it.
 

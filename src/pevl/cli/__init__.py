@@ -35,14 +35,14 @@ def add_set_option(parser: argparse.ArgumentParser, description: str) -> None:
 
 
 def show_warnings_as_lines() -> None:
-    """Print the package's own warnings as one ``warning: <message>`` line, without the Python source line.
+    """Print the package's warnings (:class:`~pevl.errors.PevlWarning`) as one ``warning: <message>`` line.
 
-    Warnings raised from other packages keep Python's usual format (their source location helps there).
+    Other warnings keep Python's usual format (their source location helps there).
     """
     import warnings
-    from pathlib import Path
 
-    package = str(Path(__file__).resolve().parents[1])
+    from pevl.errors import PevlWarning
+
     original = warnings.showwarning
     if getattr(original, "pevl_lines", False):
         return
@@ -55,7 +55,7 @@ def show_warnings_as_lines() -> None:
         file: TextIO | None = None,
         line: str | None = None,
     ) -> None:
-        if not str(Path(filename).resolve()).startswith(package):
+        if not issubclass(category, PevlWarning):
             original(message, category, filename, lineno, file, line)
             return
         print(f"warning: {message}", file=file or sys.stderr)

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import IO
 
-from pevl.errors import PevlError, file_error
+from pevl.errors import PevlError, PevlWarning, file_error
 
 # OpenAI's release URLs; the path component before the file name is the file's SHA-256.
 OPENAI_URLS: dict[str, str] = {
@@ -185,7 +185,7 @@ def download_weights(
     if target.is_file():
         if _sha256_of(target).hexdigest() == sha256:
             return target
-        warnings.warn(f"{target}: SHA-256 mismatch, downloading it again", stacklevel=2)
+        warnings.warn(f"{target}: SHA-256 mismatch, downloading it again", PevlWarning, stacklevel=2)
         target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
     got = _fetch(url, part, progress).hexdigest()

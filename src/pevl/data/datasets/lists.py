@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 from pevl.data.labels import python_label_map
-from pevl.errors import PevlError, file_error
+from pevl.errors import PevlError, PevlWarning, file_error
 
 
 def read_lines(path: str | Path) -> list[tuple[int, str]]:
@@ -357,5 +357,6 @@ def check_labels(path: str | Path, entries: list[ListEntry], num_classes: int) -
         warnings.warn(
             f"{path}: {count} multi-label lines (first: line {multi.line}); single-label training uses the first "
             "label of each",
+            PevlWarning,
             stacklevel=2,
         )

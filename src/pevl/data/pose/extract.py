@@ -33,7 +33,7 @@ from pevl.data.pose.base import PoseExtractor, PoseSequence, cache_tag, create_e
 from pevl.data.pose.cache import PoseCache
 from pevl.data.pose.gaps import DEFAULT_MAX_GAP, fill_gaps
 from pevl.data.video import VIDEO_EXTENSIONS
-from pevl.errors import PevlError, file_error
+from pevl.errors import PevlError, PevlWarning, file_error
 from pevl.utils.io import check_output_file
 
 LIST_EXTENSIONS: tuple[str, ...] = (".txt", ".lst", ".list")
@@ -161,6 +161,7 @@ def read_video_list(path: str | Path, root: str | Path | None = None) -> list[Vi
     if multi:
         warnings.warn(
             f"{path}: {len(multi)} multi-label lines (first: line {multi[0].line}); the pickle gets the first label",
+            PevlWarning,
             stacklevel=2,
         )
     is_folder = [e.num_frames is not None for e in entries]
