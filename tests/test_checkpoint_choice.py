@@ -75,10 +75,9 @@ def test_an_empty_work_dir_is_an_error(tmp_path):
 @pytest.mark.slow
 def test_eval_predict_explain_and_export_read_the_same_checkpoint(synthetic_set, tmp_path):
     """A 2-epoch run whose best epoch is not its last: every command reads the best one and says so."""
-    from train_helpers import TINY_RUN
-
     from pevl.engine.config import load_config
     from pevl.engine.train import train
+    from train_helpers import TINY_RUN
 
     work = tmp_path / "run"
     cfg = load_config(None, [*TINY_RUN, f"data.root={synthetic_set}", "train.save_every_steps=0"])

@@ -121,10 +121,9 @@ def test_oversampling_gives_every_class_the_largest_count():
 
 @pytest.mark.slow
 def test_train_with_balanced_classes_sees_each_class_equally(synthetic_set, tmp_path):
-    from train_helpers import TINY_RUN
-
     from pevl.engine.config import load_config
     from pevl.engine.train import Trainer
+    from train_helpers import TINY_RUN
 
     cfg = load_config(None, [*TINY_RUN, f"data.root={synthetic_set}", "data.balance_classes=true"])
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
@@ -148,7 +147,8 @@ def test_missing_poses_without_estimation_print_the_command(tmp_path):
         ensure_poses(cfg, ["train", "val"], cache, tmp_path / "work", distributed=False, progress=False)
     message = str(err.value)
     assert "lacks poses for 4 of 4 videos" in message
-    assert f"run `pevl extract-poses {root} --out {tmp_path / 'work' / 'poses.pkl'} --cache-dir {cache}` first" in message
+    out = tmp_path / "work" / "poses.pkl"
+    assert f"run `pevl extract-poses {root} --out {out} --cache-dir {cache}` first" in message
     with pytest.raises(PevlError, match="under torchrun"):
         cfg = load_config(None, ["data.dataset=video_folder", f"data.root={root}"])
         ensure_poses(cfg, ["train"], cache, tmp_path / "work", distributed=True, progress=False)

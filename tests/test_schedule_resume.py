@@ -71,10 +71,9 @@ def test_the_scheduler_still_refuses_an_empty_run():
 @pytest.mark.slow
 def test_train_resumed_with_more_epochs_never_trains_at_zero(synthetic_set, tmp_path, capsys):
     """``--resume`` with optim.epochs 2 -> 3: epoch 3 trains at a positive learning rate and the log says why."""
-    from train_helpers import TINY_RUN
-
     from pevl.engine.logger import read_metrics
     from pevl.engine.train import train
+    from train_helpers import TINY_RUN
 
     base = [*TINY_RUN, f"data.root={synthetic_set}", "train.eval_interval=0", "optim.warmup_epochs=0"]
     work = tmp_path / "run"
