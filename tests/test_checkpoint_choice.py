@@ -82,14 +82,19 @@ def test_eval_predict_explain_and_export_read_the_same_checkpoint(synthetic_set,
     work = tmp_path / "run"
     cfg = load_config(None, [*TINY_RUN, f"data.root={synthetic_set}", "train.save_every_steps=0"])
     train(cfg, work, progress=False)
-    best = (work / "checkpoints" / "best").read_text().strip()
-    latest = (work / "checkpoints" / "latest").read_text().strip()
+    from pevl.engine.checkpoint import list_checkpoints
+
+    first, *_, last = list_checkpoints(work)
+    (work / "checkpoints" / "best").write_text(first.name + "\n")  # the best epoch is not the last one
+    best, latest = first.name, (work / "checkpoints" / "latest").read_text().strip()
+    assert latest == last.name != best
     video = next((synthetic_set / "videos").rglob("*.mp4"))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     commands = {
         "eval": ["eval", "-k", str(work), "--json"],
         "predict": ["predict", str(video), "-k", str(work), "--json", "--pose-file", str(synthetic_set / "poses.pkl")],
         "explain": ["explain", str(video), "-k", str(work), "--out", str(tmp_path / "explain")],
+        "export": ["export", str(work), "--format", "onnx", "--out", str(tmp_path / "model.onnx")],
     }
     for name, args in commands.items():
         done = subprocess.run([sys.executable, "-m", "pevl", *args], env=env, capture_output=True, text=True,
