@@ -100,12 +100,22 @@ def test_shell_blocks_are_split_like_a_shell():
     ]
 
 
-@pytest.mark.parametrize(("doc", "args"), PEVL_EXAMPLES, ids=[f"{d}:{' '.join(a)[:60]}" for d, a in PEVL_EXAMPLES])
-def test_every_documented_pevl_command_parses(doc, args, capsys):
+def strict_parser():  # noqa: ANN201
+    """The ``pevl`` parser without abbreviated options: ``--view`` must not pass for ``--views``."""
     from pevl.cli import build_parser
 
+    parser = build_parser()
+    parser.allow_abbrev = False
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        for sub in action.choices.values():
+            sub.allow_abbrev = False
+    return parser
+
+
+@pytest.mark.parametrize(("doc", "args"), PEVL_EXAMPLES, ids=[f"{d}:{' '.join(a)[:60]}" for d, a in PEVL_EXAMPLES])
+def test_every_documented_pevl_command_parses(doc, args, capsys):
     try:
-        parsed = build_parser().parse_args(args)
+        parsed = strict_parser().parse_args(args)
     except SystemExit:
         pytest.fail(f"{doc}: `pevl {shlex.join(args)}` is refused: {capsys.readouterr().err.strip()}")
     assert callable(parsed.func)
