@@ -36,11 +36,14 @@ def test_the_multi_label_warning_is_one_line(tmp_path, capsys):
 
     (tmp_path / "list.txt").write_text("a.mp4 0 1\nb.mp4 1\n")
     entries = parse_video_list(tmp_path / "list.txt", kind="videos")
+    passed_on = []
     with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *rest: passed_on.append(str(message))  # Python's own handler
         show_warnings_as_lines()
         check_labels(tmp_path / "list.txt", entries, 2)
         warnings.warn("from elsewhere", UserWarning, stacklevel=1)  # not the package's: Python's own format
+    assert passed_on == ["from elsewhere"]
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"warning: {tmp_path / 'list.txt'}: 1 multi-label lines (first: line 1); single-label " \
         "training uses the first label of each"
