@@ -24,6 +24,11 @@ rtmlib backend tracks several persons.
 Videos that are processed but questionable (nobody found, a single frame, a truncated file) get a warning
 line each and are counted in the summary.
 
+Dataset scale: under torchrun (any number of processes and nodes) each rank extracts its share of the
+videos into the pose cache and rank 0 merges once all are done. For job arrays, run one task per
+--shard K/N (K = 0 .. N-1), then once with --merge. Shards share the pose cache (--cache-dir on a shared
+filesystem across machines); every shard is resumable, and the merged pickle equals a one-process run's.
+
 Exit status: 0 when every video was processed, 1 when some were skipped (the pickle holds the rest), 2 on bad
 input or when no video could be processed.
 """
@@ -42,7 +47,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--backend",
         default="mediapipe",
-        choices=("mediapipe", "rtmlib", "rtmpose"),
         help="pose estimator: mediapipe (BlazePose, offline default) or rtmlib (RTMPose, pip install "
         "'pevl[rtmpose]', downloads its weights on first use) (default: %(default)s)",
     )
@@ -72,6 +76,21 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--no-fill", action="store_true", help="write the raw detections, gaps unfilled")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="process only shard K of N (K = 0 .. N-1, e.g. $SLURM_ARRAY_TASK_ID/N) into the cache; then --merge",
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="write the pickle from the cache filled by the --shard runs"
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=120.0,
+        metavar="MIN",
+        help="under torchrun: minutes a finished rank waits for the others before failing (default: 120)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -83,10 +102,9 @@ def _default_gap() -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pevl extract-poses``."""
-    import sys
-
     from pevl.data.pose.cache import default_cache_dir
     from pevl.data.pose.extract import extract_poses
+    from pevl.data.pose.shards import parse_shard
     from pevl.errors import PevlError
     from pevl.utils.io import check_output_dir, check_output_file
 
@@ -106,11 +124,14 @@ def run(args: argparse.Namespace) -> int:
             backend_kwargs["mode"] = args.mode
         if args.device:
             backend_kwargs["device"] = args.device
+    shard = parse_shard(args.shard) if args.shard else None
+    if shard is not None and args.merge:
+        raise PevlError("--shard and --merge are separate steps: run every shard, then --merge once")
+    if args.wait_timeout <= 0:
+        raise PevlError(f"--wait-timeout must be positive, got {args.wait_timeout}")
     check_output_file(args.out, "skeleton pickle")  # before any video is processed
     check_output_dir(args.cache_dir or default_cache_dir(), "pose cache folder")
-    summary = extract_poses(
-        args.inputs,
-        args.out,
+    options: dict[str, Any] = dict(
         backend=args.backend,
         workers=args.workers,
         cache_dir=args.cache_dir,
@@ -121,7 +142,44 @@ def run(args: argparse.Namespace) -> int:
         split_name=args.split,
         max_gap=0 if args.no_fill else (_default_gap() if args.fill_gap is None else args.fill_gap),
     )
+    if shard is None and not args.merge and _torchrun_world_size() > 1:
+        return _run_ranks(args, options)
+    summary = extract_poses(args.inputs, args.out, shard=shard, merge=args.merge, **options)
+    _report(summary)
+    return 1 if summary.failed else 0
+
+
+def _report(summary: Any) -> None:
+    import sys
+
     for _, warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(summary.format())
-    return 1 if summary.failed else 0
+
+
+def _torchrun_world_size() -> int:
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE") or 1)
+    except ValueError:
+        return 1
+
+
+def _run_ranks(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """Under torchrun: this rank's shard, a barrier (gloo, ``--wait-timeout``), then rank 0 merges."""
+    from pevl.data.pose.extract import extract_poses
+    from pevl.engine.distributed import barrier, cleanup, init_distributed
+
+    info = init_distributed("gloo", timeout_minutes=args.wait_timeout)
+    try:
+        summary = extract_poses(args.inputs, args.out, shard=(info.rank, info.world_size), **options)
+        print(f"rank {info.rank}/{info.world_size}: {summary.format()}")
+        barrier()  # every shard's videos are in the cache and its report is written
+        if not info.is_main:
+            return 0  # rank 0 reports the failures of every rank
+        merged = extract_poses(args.inputs, args.out, merge=True, **{**options, "workers": 1})
+        _report(merged)
+        return 1 if merged.failed else 0
+    finally:
+        cleanup()

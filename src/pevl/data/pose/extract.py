@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pevl.data.pose import shards
 from pevl.data.pose.base import PoseExtractor, PoseSequence, cache_tag, create_extractor, extract_video
 from pevl.data.pose.cache import PoseCache
 from pevl.data.pose.gaps import DEFAULT_MAX_GAP, fill_gaps
@@ -271,6 +272,8 @@ def extract_poses(
     backend_kwargs: Mapping[str, Any] | None = None,
     split_name: str = "all",
     max_gap: int = DEFAULT_MAX_GAP,
+    shard: tuple[int, int] | None = None,
+    merge: bool = False,
 ) -> ExtractSummary:
     """Estimate the poses of many videos and write them as one PYSKL skeleton pickle.
 
@@ -287,6 +290,10 @@ def extract_poses(
         backend_kwargs: Constructor arguments of the backend (e.g. ``{"mode": "lightweight"}`` for rtmlib).
         split_name: The pickle's split that holds every written video (beside one split per list file).
         max_gap: Longest detection gap filled by interpolation, in frames (0: write the raw detections).
+        shard: ``(K, N)``: process only shard ``K`` of ``N`` (:mod:`pevl.data.pose.shards`) into the cache and
+            write its report instead of the pickle (``summary.out`` is the report).
+        merge: Extract nothing: write the pickle from the cache, where every shard has put its videos (a video
+            missing there must have been reported failed by its shard).
 
     Returns:
         The :class:`ExtractSummary`.
@@ -305,6 +312,8 @@ def extract_poses(
         raise PevlError(f"the longest gap to fill must be at least 0 frames, got {max_gap}")
     if not split_name.strip():
         raise PevlError("the split name must not be empty")
+    if shard is not None and (merge or not 0 <= shard[0] < shard[1]):
+        raise PevlError(f"shard {shard[0]}/{shard[1]}: K must be 0 .. N-1, and a shard run does not merge")
     start = time.perf_counter()
     out = check_output_file(out, "skeleton pickle")  # before any work
     kwargs = dict(backend_kwargs or {})
@@ -316,16 +325,20 @@ def extract_poses(
             VideoItem(it.path, it.frame_dir, labels.get(it.frame_dir, it.label)) if it.label < 0 else it for it in items
         ]
     cache = PoseCache(cache_dir, backend=cache_tag(backend, max_persons=max_persons, **kwargs))
-    summary = ExtractSummary(out=out, total=len(items))
+    mine = range(len(items)) if shard is None else shards.shard_indices(len(items), *shard)
+    summary = ExtractSummary(out=out, total=len(mine))
     results: dict[int, PoseSequence] = {}
     todo: list[int] = []
-    for i, item in enumerate(items):
-        seq = cache.get(item.path)
+    for i in mine:
+        seq = cache.get(items[i].path)
         if seq is not None:
             results[i] = seq
             summary.cached += 1
         else:
             todo.append(i)
+    if merge and todo:
+        summary.failed = shards.merge_failures(out, items, todo)
+        todo = []
 
     bar = tqdm(total=len(items), initial=summary.cached, unit="video", desc="extract-poses", disable=not progress)
 
@@ -354,6 +367,11 @@ def extract_poses(
         bar.close()
 
     done = sorted(results)
+    if shard is not None:
+        summary.out = shards.write_report(out, *shard, shards.inputs_digest(items), len(mine),
+                                          [items[i].frame_dir for i in done], summary.failed)  # fmt: skip
+        summary.seconds = time.perf_counter() - start
+        return summary
     if not done:
         first = summary.failed[0][1] if summary.failed else "nothing to do"
         raise PevlError(f"no video could be processed ({len(summary.failed)} failed; first: {first})")
