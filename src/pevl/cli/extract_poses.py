@@ -14,6 +14,9 @@ and MMAction2 under numpy 1.x and 2.x.
 INPUT is a video, a rawframe folder (img_00001.jpg, ...), a folder (searched recursively for videos and
 rawframe folders; frame_dir = relative path without extension) or an MMAction2 list (.txt/.lst/.list:
 'path [label ...]' video lines or 'folder total_frames [label ...]' rawframe lines; frame_dir = stem).
+A rawframe line reads exactly its listed frames; --with-offset, --multi-class and --start-index are
+MMAction2's with_offset, multi_class and start_index ('imgs 2 5 127' is refused as ambiguous without
+one of the first two). A line repeating an earlier one is dropped with a warning.
 Finished videos are cached, so a rerun skips them; a video that cannot be read is reported and skipped.
 
 Splits: --split NAME (default: all) holds every written video; each list file adds a split named after it.
@@ -58,6 +61,24 @@ def register(subparsers: Any) -> None:
         "--cache-dir", metavar="DIR", help="pose cache (default: $PEVL_CACHE/poses or ~/.cache/pevl/poses)"
     )
     parser.add_argument("--root", metavar="DIR", help="folder that relative paths in a video list refer to")
+    parser.add_argument(
+        "--with-offset",
+        action="store_true",
+        help="rawframe list lines are 'folder offset total_frames [label ...]' (MMAction2's with_offset)",
+    )
+    parser.add_argument(
+        "--multi-class",
+        action="store_true",
+        help="several labels on a list line are a multi-label line (MMAction2's multi_class; the pickle gets "
+        "the first)",
+    )
+    parser.add_argument(
+        "--start-index",
+        type=int,
+        metavar="N",
+        help="number of a rawframe folder's first frame file (MMAction2's start_index; default: the number of "
+        "the folder's first file)",
+    )
     parser.add_argument(
         "--mode",
         choices=("lightweight", "balanced", "performance"),
@@ -127,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     if shard is not None and args.merge:
         raise PevlError("--shard and --merge are separate steps: run every shard, then --merge once")
+    if args.start_index is not None and args.start_index < 0:
+        raise PevlError(f"--start-index must be at least 0, got {args.start_index}")
     if args.wait_timeout <= 0:
         raise PevlError(f"--wait-timeout must be positive, got {args.wait_timeout}")
     check_output_file(args.out, "skeleton pickle")  # before any video is processed
@@ -141,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         backend_kwargs=backend_kwargs,
         split_name=args.split,
         max_gap=0 if args.no_fill else (_default_gap() if args.fill_gap is None else args.fill_gap),
+        list_options={"with_offset": args.with_offset, "multi_class": args.multi_class,
+                      "start_index": args.start_index},  # fmt: skip
     )
     if shard is None and not args.merge and _torchrun_world_size() > 1:
         return _run_ranks(args, options)

@@ -138,6 +138,38 @@ def iter_rawframes(folder: str | Path) -> Iterator[np.ndarray]:
         yield _load(path)
 
 
+def frame_range(folder: str | Path, first: int | None, count: int) -> tuple[Path, ...]:
+    """The files numbered ``first .. first + count - 1`` (MMAction2: offset + start_index onwards).
+
+    Args:
+        folder: The rawframe folder.
+        first: Number of the first file; ``None`` = the folder's first number.
+        count: How many frames.
+
+    Raises:
+        PevlError: Not a rawframe folder, or a file of the range is missing (naming its number).
+    """
+    folder = Path(folder)
+    frames = _require(folder)
+    by_number = dict(zip(frames.numbers, frames.files, strict=True))
+    start = frames.numbers[0] if first is None else first
+    missing = next((n for n in range(start, start + count) if n not in by_number), None)
+    if missing is not None:
+        last = frames.numbers[-1]
+        raise file_error(
+            folder,
+            f"frame file number {missing} is missing: the list gives {count} frames from number {start}, the "
+            f"folder has {len(frames.files)} numbered {frames.numbers[0]}..{last}",
+        )
+    return tuple(by_number[n] for n in range(start, start + count))
+
+
+def iter_frame_files(files: Sequence[Path]) -> Iterator[np.ndarray]:
+    """Decode the given frame files in order (see :func:`frame_range`)."""
+    for path in files:
+        yield _load(path)
+
+
 def read_rawframes(folder: str | Path, indices: Sequence[int]) -> np.ndarray:
     """Decode the frames at the given 0-based indices (the ``i``-th frame file in number order).
 

@@ -288,13 +288,17 @@ def create_extractor(backend: str = "mediapipe", **kwargs: Any) -> PoseExtractor
     return cls(**kwargs)
 
 
-def extract_video(path: str | Path, extractor: PoseExtractor, max_persons: int = 1) -> PoseSequence:
+def extract_video(
+    path: str | Path, extractor: PoseExtractor, max_persons: int = 1, frames: tuple[int | None, int] | None = None
+) -> PoseSequence:
     """Decode a video and estimate its poses, streaming (the video is never held whole).
 
     Args:
         path: A video file or a rawframe folder.
         extractor: The pose extractor.
         max_persons: Most person tracks to keep.
+        frames: For a rawframe folder, ``(first file number, frame count)`` (an MMAction2 list line's
+            offset + start_index and total_frames; ``None`` as the number: the folder's first); default: all.
 
     Returns:
         The :class:`PoseSequence` (``T`` = decoded frames, ``img_shape`` in display orientation).
@@ -305,8 +309,14 @@ def extract_video(path: str | Path, extractor: PoseExtractor, max_persons: int =
     from pevl.data.video import iter_frames, probe_video
 
     info = probe_video(path)
+    if frames is not None:
+        from pevl.data.rawframes import frame_range, iter_frame_files
+
+        decoded = iter_frame_files(frame_range(path, *frames))
+    else:
+        decoded = iter_frames(path)
     try:
-        seq = extractor.extract(_prefetched(iter_frames(path)), fps=info.fps, max_persons=max_persons)
+        seq = extractor.extract(_prefetched(decoded), fps=info.fps, max_persons=max_persons)
     except ValueError as err:
         raise file_error(path, str(err)) from None
     seq.warnings = [f"{path}: {warning}" for warning in seq.warnings]  # each names its video

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,19 @@ class VideoItem:
         path: The video file or rawframe folder.
         frame_dir: Its identifier in the pickle (relative path without extension, or the stem).
         label: Class index, -1 when unlabelled.
+        frames: A rawframe list line's frames: ``(first file number, count)`` (``None`` as the number: the
+            folder's first); ``None`` = the whole video.
     """
 
     path: Path
     frame_dir: str
     label: int = -1
+    frames: tuple[int | None, int] | None = None
+
+    @property
+    def clip_args(self) -> tuple[tuple[int | None, int], ...]:
+        """The extra argument of the extraction functions for a frame range (empty for a whole video)."""
+        return () if self.frames is None else (self.frames,)
 
 
 @dataclass
@@ -135,29 +143,43 @@ def _scan_folder(folder: Path) -> list[VideoItem]:
     return [VideoItem(path=p, frame_dir=_frame_dir(p.relative_to(folder), is_dir)) for p, is_dir in found]
 
 
-def read_video_list(path: str | Path, root: str | Path | None = None) -> list[VideoItem]:
+def read_video_list(
+    path: str | Path,
+    root: str | Path | None = None,
+    *,
+    with_offset: bool = False,
+    multi_class: bool = False,
+    start_index: int | None = None,
+) -> list[VideoItem]:
     """Read an MMAction2 list as MMAction2 does (:func:`pevl.data.datasets.lists.parse_video_list`).
 
-    Video lines ``path [label ...]`` and rawframe lines ``folder total_frames [label ...]`` are accepted;
-    ``#`` lines are skipped. A multi-label line gives the pickle its first label (with a warning); an
-    unlabelled line gives no label. ``frame_dir`` is the video's stem (a folder's name), or the path as written
-    without extension when two stems collide.
+    Video lines ``path [label ...]`` and rawframe lines ``folder [offset] total_frames [label ...]`` are
+    accepted; ``#`` lines are skipped, repeated lines dropped with a warning. A rawframe line reads exactly
+    its listed frames: files numbered ``offset + start_index`` onwards, ``total_frames`` of them. A
+    multi-label line gives the pickle its first label (with a warning); an unlabelled line gives no label.
+    ``frame_dir`` is the video's stem (a folder's name), or the path as written without extension when two
+    stems collide; a folder listed as several clips (offsets) gets ``_<first>-<last>`` frame numbers appended.
 
     Args:
         path: The list file.
         root: Folder that relative paths are relative to (the list file's folder when ``None``).
+        with_offset: Rawframe lines carry an offset before the frame count (MMAction2's ``with_offset``).
+        multi_class: Several labels on a line are a multi-label line (MMAction2's ``multi_class``); without
+            it a rawframe line with several numbers after the count is refused as ambiguous.
+        start_index: Number of a folder's first frame file (MMAction2's ``start_index``); ``None``: the
+            number of the first file in each folder.
 
     Returns:
         The videos, in list order.
 
     Raises:
-        PevlError: Missing file, or a malformed line (naming the line).
+        PevlError: Missing file, or a malformed or ambiguous line (naming the line).
     """
     from pevl.data.datasets.lists import parse_video_list
 
     path = Path(path)
     base = Path(root) if root is not None else path.parent
-    entries = parse_video_list(path, root=base)
+    entries = parse_video_list(path, root=base, with_offset=with_offset, multi_class=multi_class)
     multi = [e for e in entries if len(e.labels) > 1]
     if multi:
         warnings.warn(
@@ -167,21 +189,45 @@ def read_video_list(path: str | Path, root: str | Path | None = None) -> list[Vi
     is_folder = [e.num_frames is not None for e in entries]
     stems = [Path(e.name).name if folder else Path(e.name).stem for e, folder in zip(entries, is_folder, strict=True)]
     unique_stems = len(set(stems)) == len(stems)
+    clips_per_name: dict[str, int] = {}
+    for entry in entries:
+        clips_per_name[entry.name] = clips_per_name.get(entry.name, 0) + 1
     items = []
     for entry, stem, folder in zip(entries, stems, is_folder, strict=True):
         video = Path(entry.name)
+        frame_dir = stem if unique_stems else _frame_dir(video, folder)
+        frames: tuple[int | None, int] | None = None
+        if folder:
+            first: int | None = None  # the folder's first number
+            if start_index is not None:
+                first = start_index + entry.offset
+            elif entry.offset:
+                first = _first_number(video if video.is_absolute() else base / video, path, entry.line) + entry.offset
+            frames = (first, int(entry.num_frames or 0))
+            if clips_per_name[entry.name] > 1:  # clips of one folder: frame indices from its first frame
+                frame_dir = f"{frame_dir}_{entry.offset}-{entry.offset + frames[1] - 1}"
         items.append(
             VideoItem(
                 path=video if video.is_absolute() else base / video,
-                frame_dir=stem if unique_stems else _frame_dir(video, folder),
+                frame_dir=frame_dir,
                 label=entry.label,
+                frames=frames,
             )
         )
     return items
 
 
+def _first_number(folder: Path, listing: Path, line: int) -> int:
+    from pevl.data.rawframes import find_frames
+
+    frames = find_frames(folder)
+    if frames is None:
+        raise file_error(listing, f"line {line}: {folder} is not a rawframe folder (an offset needs its frames)")
+    return frames.numbers[0]
+
+
 def collect_videos(
-    inputs: str | Path | Sequence[str | Path], root: str | Path | None = None
+    inputs: str | Path | Sequence[str | Path], root: str | Path | None = None, **list_options: Any
 ) -> tuple[list[VideoItem], dict[str, list[str]]]:
     """Resolve inputs (videos, folders, video lists) into the videos to process.
 
@@ -191,6 +237,7 @@ def collect_videos(
             without extension); a ``.txt``/``.lst``/``.list`` file is a list (see :func:`read_video_list`);
             any other file is a video (``frame_dir`` = its stem).
         root: Folder for the relative paths of video lists.
+        **list_options: ``with_offset``, ``multi_class``, ``start_index`` of :func:`read_video_list`.
 
     Returns:
         ``(videos, split)``: ``split`` maps each video list's stem to its ``frame_dir`` values.
@@ -207,7 +254,7 @@ def collect_videos(
         if path.is_dir():
             items += _scan_folder(path)
         elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
-            listed = read_video_list(path, root=root)
+            listed = read_video_list(path, root=root, **list_options)
             split.setdefault(path.stem, []).extend(item.frame_dir for item in listed)
             items += listed
         elif path.is_file():
@@ -219,7 +266,7 @@ def collect_videos(
     for item in items:
         if item.frame_dir in seen:
             if seen[item.frame_dir].resolve() == item.path.resolve():
-                continue  # the same video given twice
+                continue  # the same video given twice (a list's repeated lines are dropped when it is read)
             raise file_error(item.path, f"frame_dir {item.frame_dir!r} is also used by {seen[item.frame_dir]}")
         seen[item.frame_dir] = item.path
         unique.append(item)
@@ -238,16 +285,18 @@ def _init_worker(backend: str, backend_kwargs: dict[str, Any]) -> None:
         _WORKER["error"] = str(err) if isinstance(err, PevlError) else f"{type(err).__name__}: {err}"
 
 
-def _extract_in_worker(path: Path, max_persons: int) -> tuple[str, Any]:
+def _extract_in_worker(path: Path, max_persons: int, *clip: tuple[int | None, int]) -> tuple[str, Any]:
     if "error" in _WORKER:
         return "init_error", _WORKER["error"]
-    return _extract_one(_WORKER["extractor"], path, max_persons)
+    return _extract_one(_WORKER["extractor"], path, max_persons, *clip)
 
 
-def _extract_one(extractor: PoseExtractor, path: Path, max_persons: int) -> tuple[str, Any]:
+def _extract_one(
+    extractor: PoseExtractor, path: Path, max_persons: int, frames: tuple[int | None, int] | None = None
+) -> tuple[str, Any]:
     """``("ok", PoseSequence)`` or ``("error", one-line message naming the video)``; never raises for a video."""
     try:
-        return "ok", extract_video(path, extractor, max_persons=max_persons)
+        return "ok", extract_video(path, extractor, max_persons=max_persons, frames=frames)
     except PevlError as err:
         return "error", str(err)
     except (KeyboardInterrupt, SystemExit):
@@ -274,6 +323,7 @@ def extract_poses(
     max_gap: int = DEFAULT_MAX_GAP,
     shard: tuple[int, int] | None = None,
     merge: bool = False,
+    list_options: Mapping[str, Any] | None = None,
 ) -> ExtractSummary:
     """Estimate the poses of many videos and write them as one PYSKL skeleton pickle.
 
@@ -294,6 +344,8 @@ def extract_poses(
             write its report instead of the pickle (``summary.out`` is the report).
         merge: Extract nothing: write the pickle from the cache, where every shard has put its videos (a video
             missing there must have been reported failed by its shard).
+        list_options: MMAction2 list options for list inputs: ``with_offset``, ``multi_class``,
+            ``start_index`` (:func:`read_video_list`).
 
     Returns:
         The :class:`ExtractSummary`.
@@ -317,12 +369,12 @@ def extract_poses(
     start = time.perf_counter()
     out = check_output_file(out, "skeleton pickle")  # before any work
     kwargs = dict(backend_kwargs or {})
-    items, split = collect_videos(inputs, root=root)
+    items, split = collect_videos(inputs, root=root, **dict(list_options or {}))
     if not items:
         raise PevlError(f"{', '.join(map(str, [inputs] if isinstance(inputs, (str, Path)) else inputs))}: no videos")
     if labels:
         items = [
-            VideoItem(it.path, it.frame_dir, labels.get(it.frame_dir, it.label)) if it.label < 0 else it for it in items
+            replace(it, label=labels.get(it.frame_dir, it.label)) if it.label < 0 else it for it in items
         ]
     cache = PoseCache(cache_dir, backend=cache_tag(backend, max_persons=max_persons, **kwargs))
     mine = range(len(items)) if shard is None else shards.shard_indices(len(items), *shard)
@@ -330,7 +382,7 @@ def extract_poses(
     results: dict[int, PoseSequence] = {}
     todo: list[int] = []
     for i in mine:
-        seq = cache.get(items[i].path)
+        seq = cache.get(items[i].path, items[i].frames)
         if seq is not None:
             results[i] = seq
             summary.cached += 1
@@ -344,7 +396,7 @@ def extract_poses(
 
     def finish(i: int, status: str, payload: Any) -> None:
         if status == "ok":
-            cache.put(items[i].path, payload)
+            cache.put(items[i].path, payload, items[i].frames)
             results[i] = payload
             summary.extracted += 1
             summary.frames += payload.num_frames
@@ -360,7 +412,7 @@ def extract_poses(
         if todo and (workers == 1 or len(todo) == 1):
             with create_extractor(backend, **kwargs) as extractor:
                 for i in todo:
-                    finish(i, *_extract_one(extractor, items[i].path, max_persons))
+                    finish(i, *_extract_one(extractor, items[i].path, max_persons, *items[i].clip_args))
         elif todo:
             _run_pool(items, todo, backend, kwargs, max_persons, min(workers, len(todo)), finish)
     finally:
@@ -438,10 +490,11 @@ def _run_pool(
         while queue or suspects or pending:
             if suspects and not pending:
                 alone = suspects.popleft()
-                pending[pool.submit(_extract_in_worker, items[alone].path, max_persons)] = alone
+                item = items[alone]
+                pending[pool.submit(_extract_in_worker, item.path, max_persons, *item.clip_args)] = alone
             while not suspects and queue and len(pending) < 2 * workers:  # bounded: results are not piled up
                 i = queue.popleft()
-                pending[pool.submit(_extract_in_worker, items[i].path, max_persons)] = i
+                pending[pool.submit(_extract_in_worker, items[i].path, max_persons, *items[i].clip_args)] = i
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             broken = False
             for future in finished:
