@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,17 @@ def test_repeated_lines_count_once_with_a_warning_and_conflicting_repeats_are_re
         parse_video_list(listing)
     listing.write_text("a.mp4 1\na.mp4 1\n")
     assert len(parse_video_list(listing, dedupe=False)) == 2
+
+
+def test_placeholder_label_for_pyskl_pipelines(tmp_path):
+    frames_folder(tmp_path)
+    assert run(tmp_path, "imgs 10\n") == 0
+    with open(tmp_path / "out.pkl", "rb") as f:
+        assert "label" not in pickle.load(f)["annotations"][0]  # as PYSKL's own tool writes it
+    assert run(tmp_path, "imgs 10\n", "--placeholder-label", "-1") == 0
+    with open(tmp_path / "out.pkl", "rb") as f:
+        assert pickle.load(f)["annotations"][0]["label"] == -1  # what Collect(keys=[..., 'label']) needs
+    assert load_pyskl(tmp_path / "out.pkl")["annotations"][0]["label"] == -1  # pevl: still unlabelled
+    assert run(tmp_path, "imgs 10 4\n", "--placeholder-label", "-1") == 0  # a real label is kept
+    with open(tmp_path / "out.pkl", "rb") as f:
+        assert pickle.load(f)["annotations"][0]["label"] == 4

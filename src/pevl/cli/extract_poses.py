@@ -19,6 +19,9 @@ MMAction2's with_offset, multi_class and start_index ('imgs 2 5 127' is refused 
 one of the first two). A line repeating an earlier one is dropped with a warning.
 Finished videos are cached, so a rerun skips them; a video that cannot be read is reported and skipped.
 
+Unlabelled videos get no 'label' key (MMAction2 loads that); for PYSKL, whose pipelines collect
+'label', pass --placeholder-label -1.
+
 Splits: --split NAME (default: all) holds every written video; each list file adds a split named after it.
 Detection gaps of at most --fill-gap frames are interpolated (lower scores); --no-fill keeps raw output.
 MediaPipe tracks one person: with --max-persons > 1 a visible second person is reported as a warning; the
@@ -96,6 +99,13 @@ def register(subparsers: Any) -> None:
         help=f"interpolate detection gaps of at most N frames (default: {_default_gap()})",
     )
     parser.add_argument("--no-fill", action="store_true", help="write the raw detections, gaps unfilled")
+    parser.add_argument(
+        "--placeholder-label",
+        type=int,
+        metavar="N",
+        help="label written for unlabelled videos (default: none, as PYSKL's tool writes them); PYSKL's pipelines "
+        "collect 'label', so pass -1 to run them on unlabelled videos",
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     parser.add_argument(
         "--shard",
@@ -164,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         backend_kwargs=backend_kwargs,
         split_name=args.split,
         max_gap=0 if args.no_fill else (_default_gap() if args.fill_gap is None else args.fill_gap),
+        placeholder_label=args.placeholder_label,
         list_options={"with_offset": args.with_offset, "multi_class": args.multi_class,
                       "start_index": args.start_index},  # fmt: skip
     )

@@ -324,6 +324,7 @@ def extract_poses(
     shard: tuple[int, int] | None = None,
     merge: bool = False,
     list_options: Mapping[str, Any] | None = None,
+    placeholder_label: int | None = None,
 ) -> ExtractSummary:
     """Estimate the poses of many videos and write them as one PYSKL skeleton pickle.
 
@@ -346,6 +347,8 @@ def extract_poses(
             missing there must have been reported failed by its shard).
         list_options: MMAction2 list options for list inputs: ``with_offset``, ``multi_class``,
             ``start_index`` (:func:`read_video_list`).
+        placeholder_label: Label written for videos without one (for PYSKL's ``Collect(keys=[..., 'label'])``;
+            ``None``: no ``label`` key, as PYSKL's own tool writes them).
 
     Returns:
         The :class:`ExtractSummary`.
@@ -441,7 +444,7 @@ def extract_poses(
     written = [items[i].frame_dir for i in done]
     splits = {name: [d for d in dirs if d in set(written)] for name, dirs in split.items()}
     splits[split_name] = written
-    save_pyskl(out, annotations, splits)
+    save_pyskl(out, annotations, splits, placeholder_label=placeholder_label)
     summary.seconds = time.perf_counter() - start
     return summary
 
