@@ -333,3 +333,19 @@ def test_push_to_hub_command(tmp_path, capsys):
                      "--metrics", "[1]"]) == 2  # fmt: skip
     assert "--metrics must be a JSON object" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.slow
+def test_predict_with_a_hub_model_offline(tmp_path, offline_hub, shared_data, capsys):
+    from pevl.hub.hf import HUB_FILES, write_hub_folder
+
+    checkpoint = _trained_checkpoint(tmp_path / "run")
+    folder = write_hub_folder(checkpoint, tmp_path / "hub", "lab/pevl-tiny")
+    hub_cache(offline_hub, "lab/pevl-tiny", {n: folder / n for n in HUB_FILES})
+    video = str(shared_data / "videos" / "k400_tai_chi.mp4")
+    assert cli_main(["predict", video, "-k", "hf-hub:lab/pevl-tiny", "--top-k", "3", "--json"]) == 0
+    from_hub = json.loads(capsys.readouterr().out)
+    assert cli_main(["predict", video, "-k", str(checkpoint), "--top-k", "3", "--json"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert [t["label"] for t in from_hub["top_k"]] == [t["label"] for t in local["top_k"]]
+    assert [t["probability"] for t in from_hub["top_k"]] == pytest.approx([t["probability"] for t in local["top_k"]])

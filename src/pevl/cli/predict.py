@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and print the most likely actions. --labels scores any label texts, not only the trained classes.",
     )
     parser.add_argument("video", help="the video file ('-', a URL or a device for live input: see timeline)")
-    parser.add_argument("--checkpoint", "-k", required=True, help="checkpoint dir or its model.safetensors")
+    parser.add_argument(
+        "--checkpoint", "-k", required=True, help="checkpoint dir, its model.safetensors, or hf-hub:org/name"
+    )
     parser.add_argument("--labels", help='label file (one per line) or "a;b;c" (default: the trained classes)')
     parser.add_argument("--top-k", type=int, default=5, help="how many actions to print (default 5)")
     parser.add_argument("--pose-file", help="poses of the video as a PYSKL pickle (default: cache, else estimate)")
