@@ -80,8 +80,9 @@ def test_clips_of_one_folder_are_separate_videos_with_their_own_cache_entries(tm
     assert [levels_of(a) for a in data["annotations"]] == [LEVELS[:4], LEVELS[4:]]
     assert data["split"]["list"] == ["imgs_0-3", "imgs_4-9"]
     again = extract_poses(tmp_path / "list.txt", tmp_path / "again.pkl", backend="stub", cache_dir=tmp_path / "cache",
-                          progress=False, list_options={"with_offset": True})  # fmt: skip
+                          progress=False, list_options={"with_offset": True}, max_gap=0)  # fmt: skip
     assert again.cached == 2 and again.extracted == 0
+    assert (tmp_path / "again.pkl").read_bytes() == (tmp_path / "out.pkl").read_bytes()  # each clip its own entry
 
 
 def test_repeated_lines_count_once_with_a_warning_and_conflicting_repeats_are_refused(tmp_path):
