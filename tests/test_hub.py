@@ -349,3 +349,21 @@ def test_predict_with_a_hub_model_offline(tmp_path, offline_hub, shared_data, ca
     local = json.loads(capsys.readouterr().out)
     assert [t["label"] for t in from_hub["top_k"]] == [t["label"] for t in local["top_k"]]
     assert [t["probability"] for t in from_hub["top_k"]] == pytest.approx([t["probability"] for t in local["top_k"]])
+
+
+def test_a_failed_hub_folder_leaves_nothing(tmp_path, monkeypatch):
+    import pevl.hub.hf as hf
+    from pevl.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = _trained_checkpoint(tmp_path / "run")
+    with monkeypatch.context() as patch:
+        patch.setattr(hf, "model_card", lambda *a, **k: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            hf.write_hub_folder(checkpoint, tmp_path / "out" / "hub", "lab/m")
+    assert list((tmp_path / "out").iterdir()) == []  # no folder, no temporary left behind
+    loaded = load_checkpoint(checkpoint)
+    bare = save_checkpoint(tmp_path / "run2", model_state=loaded.model_state, epoch=1, step=1, config={},
+                           extra={"model_config": loaded.extra["model_config"]})  # fmt: skip
+    with pytest.raises(PevlError, match="names no classes"):
+        hf.write_hub_folder(bare, tmp_path / "hub2", "lab/m")
+    assert not (tmp_path / "hub2").exists()

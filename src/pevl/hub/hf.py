@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,7 @@ def write_hub_folder(
         PevlError: Not a trained pevl checkpoint, or ``out`` is a file or a non-empty folder.
     """
     from pevl.engine.checkpoint import load_checkpoint
-    from pevl.utils.io import atomic_open
+    from pevl.utils.io import apply_umask
 
     parse_repo(repo_id)
     out = Path(out)
@@ -243,16 +244,18 @@ def write_hub_folder(
         "epoch": loaded.epoch,
         "step": loaded.step,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{MODEL_FILE}.part"
-    shutil.copyfile(loaded.model_file, tmp)
-    os.replace(tmp, out / MODEL_FILE)
-    with atomic_open(out / CONFIG_FILE, "w") as f:
-        f.write(json.dumps(config, indent=2) + "\n")
-    with atomic_open(out / LABELS_FILE, "w") as f:
-        f.write("".join(f"{c}\n" for c in classes))
-    with atomic_open(out / CARD_FILE, "w") as f:
-        f.write(model_card(repo_id, model_config, classes, scores, data, dataset))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # renamed into place when complete
+    try:
+        shutil.copyfile(loaded.model_file, tmp / MODEL_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (tmp / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
+        (tmp / CARD_FILE).write_text(model_card(repo_id, model_config, classes, scores, data, dataset), "utf-8")
+        apply_umask(tmp, directory=True)  # mkdtemp made it 0700 whatever the umask
+        os.replace(tmp, out)  # also replaces an empty folder
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 
