@@ -43,7 +43,7 @@ def find_chromium() -> tuple[str | None, str]:
 
 
 class Browser:
-    """One headless browser; :meth:`open` gives a page session. Use as a context manager."""
+    """One headless browser; :meth:`open` gives a page. Use as a context manager."""
 
     def __init__(self, executable: str, profile: Path, timeout: float = 60.0) -> None:
         self.timeout = timeout
@@ -71,12 +71,12 @@ class Browser:
                 raw, buffer = buffer.split(b"\0", 1)
                 self._messages.put(json.loads(raw))
 
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> dict[str, Any]:
+    def send(self, method: str, params: dict[str, Any] | None = None, page: str | None = None) -> dict[str, Any]:
         """Send one command and wait (with the timeout) for its result; events seen meanwhile are kept."""
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = session
+        if page:
+            message["sessionId"] = page
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(message).encode() + b"\0")
         self.proc.stdin.flush()
@@ -108,27 +108,27 @@ class Browser:
         return [e for e in self._events if e.get("method") in methods]
 
     def open(self, url: str, width: int, height: int, mobile: bool) -> str:
-        """A new page of that viewport with console, log and page events on, loaded from ``url``; its session."""
+        """A new page of that viewport with console, log and page events on, loaded from ``url``; its page id."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        page = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
-            self.send(f"{domain}.enable", session=session)
+            self.send(f"{domain}.enable", page=page)
         self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}, session)  # fmt: skip
-        self.send("Page.navigate", {"url": url}, session)
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}, page)  # fmt: skip
+        self.send("Page.navigate", {"url": url}, page)
         self.wait_event("Page.loadEventFired")
-        return session
+        return page
 
-    def evaluate(self, session: str, expression: str) -> Any:
+    def evaluate(self, page: str, expression: str) -> Any:
         """The JSON value of a JavaScript expression in the page."""
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session)
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, page)
         if "exceptionDetails" in result:
             raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def screenshot(self, session: str, path: Path, quality: int = 40) -> Path:
+    def screenshot(self, page: str, path: Path, quality: int = 40) -> Path:
         """A JPEG of the viewport (small on purpose: a test artefact)."""
-        data = self.send("Page.captureScreenshot", {"format": "jpeg", "quality": quality}, session)["data"]
+        data = self.send("Page.captureScreenshot", {"format": "jpeg", "quality": quality}, page)["data"]
         path.write_bytes(base64.b64decode(data))
         return path
 

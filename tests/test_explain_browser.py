@@ -67,9 +67,9 @@ def test_explain_page_in_headless_chromium(chromium, explained, viewport, tmp_pa
     figures = json.loads((explained / "explain.json").read_text())["figures"]
     assert len(figures) >= 4
     with Browser(chromium, tmp_path / "profile") as browser:
-        session = browser.open((explained / "index.html").as_uri(), width, height, mobile)
-        state = json.loads(browser.evaluate(session, PAGE_STATE))
-        shot = browser.screenshot(session, tmp_path / f"explain_{viewport}.jpg")
+        page = browser.open((explained / "index.html").as_uri(), width, height, mobile)
+        state = json.loads(browser.evaluate(page, PAGE_STATE))
+        shot = browser.screenshot(page, tmp_path / f"explain_{viewport}.jpg")
         problems = [e["params"] for e in browser.events("Runtime.exceptionThrown")]
         problems += [e["params"] for e in browser.events("Runtime.consoleAPICalled")
                      if e["params"]["type"] in ("error", "assert")]  # fmt: skip
