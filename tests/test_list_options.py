@@ -115,3 +115,16 @@ def test_placeholder_label_for_pyskl_pipelines(tmp_path):
     assert run(tmp_path, "imgs 10 4\n", "--placeholder-label", "-1") == 0  # a real label is kept
     with open(tmp_path / "out.pkl", "rb") as f:
         assert pickle.load(f)["annotations"][0]["label"] == 4
+
+
+def test_a_missing_folder_is_skipped_and_a_whole_folder_line_shares_the_folders_cache_entry(tmp_path):
+    folder = frames_folder(tmp_path)
+    direct = extract_poses(folder, tmp_path / "direct.pkl", backend="stub", cache_dir=tmp_path / "cache",
+                           progress=False)  # fmt: skip
+    assert direct.extracted == 1
+    (tmp_path / "list.txt").write_text("imgs 0 10 3\ngone 2 4 1\n")
+    summary = extract_poses(tmp_path / "list.txt", tmp_path / "again.pkl", backend="stub", progress=False,
+                            cache_dir=tmp_path / "cache", list_options={"with_offset": True})  # fmt: skip
+    assert summary.cached == 1 and summary.extracted == 0  # the listed range is the whole folder: one cache entry
+    assert [f[0] for f in summary.failed] == [str(tmp_path / "gone")]  # skipped; the run goes on
+    assert run(tmp_path, "imgs 0 10 3\ngone 2 4 1\n", "--with-offset") == 1  # the command: exit status 1

@@ -138,13 +138,14 @@ def iter_rawframes(folder: str | Path) -> Iterator[np.ndarray]:
         yield _load(path)
 
 
-def frame_range(folder: str | Path, first: int | None, count: int) -> tuple[Path, ...]:
-    """The files numbered ``first .. first + count - 1`` (MMAction2: offset + start_index onwards).
+def frame_range(folder: str | Path, start: int | None, count: int, offset: int = 0) -> tuple[Path, ...]:
+    """The files numbered ``start + offset`` onwards, ``count`` of them (an MMAction2 rawframe list line).
 
     Args:
         folder: The rawframe folder.
-        first: Number of the first file; ``None`` = the folder's first number.
-        count: How many frames.
+        start: Number of the folder's first frame (MMAction2's ``start_index``); ``None``: its first file's.
+        count: How many frames (the line's ``total_frames``).
+        offset: Frames skipped before the clip (the line's offset, ``with_offset`` lists).
 
     Raises:
         PevlError: Not a rawframe folder, or a file of the range is missing (naming its number).
@@ -152,16 +153,24 @@ def frame_range(folder: str | Path, first: int | None, count: int) -> tuple[Path
     folder = Path(folder)
     frames = _require(folder)
     by_number = dict(zip(frames.numbers, frames.files, strict=True))
-    start = frames.numbers[0] if first is None else first
-    missing = next((n for n in range(start, start + count) if n not in by_number), None)
+    first = (frames.numbers[0] if start is None else start) + offset
+    missing = next((n for n in range(first, first + count) if n not in by_number), None)
     if missing is not None:
-        last = frames.numbers[-1]
         raise file_error(
             folder,
-            f"frame file number {missing} is missing: the list gives {count} frames from number {start}, the "
-            f"folder has {len(frames.files)} numbered {frames.numbers[0]}..{last}",
+            f"frame file number {missing} is missing: the list gives {count} frames from number {first}, the "
+            f"folder has {len(frames.files)} numbered {frames.numbers[0]}..{frames.numbers[-1]}",
         )
-    return tuple(by_number[n] for n in range(start, start + count))
+    return tuple(by_number[n] for n in range(first, first + count))
+
+
+def covers_folder(folder: str | Path, start: int | None, count: int, offset: int = 0) -> bool:
+    """Whether :func:`frame_range` of these arguments is the whole folder (``False`` when it is unreadable)."""
+    frames = find_frames(folder)
+    if frames is None:
+        return False
+    first = (frames.numbers[0] if start is None else start) + offset
+    return frames.numbers == tuple(range(first, first + count))
 
 
 def iter_frame_files(files: Sequence[Path]) -> Iterator[np.ndarray]:

@@ -289,7 +289,10 @@ def create_extractor(backend: str = "mediapipe", **kwargs: Any) -> PoseExtractor
 
 
 def extract_video(
-    path: str | Path, extractor: PoseExtractor, max_persons: int = 1, frames: tuple[int | None, int] | None = None
+    path: str | Path,
+    extractor: PoseExtractor,
+    max_persons: int = 1,
+    frames: tuple[int | None, int, int] | None = None,
 ) -> PoseSequence:
     """Decode a video and estimate its poses, streaming (the video is never held whole).
 
@@ -297,8 +300,9 @@ def extract_video(
         path: A video file or a rawframe folder.
         extractor: The pose extractor.
         max_persons: Most person tracks to keep.
-        frames: For a rawframe folder, ``(first file number, frame count)`` (an MMAction2 list line's
-            offset + start_index and total_frames; ``None`` as the number: the folder's first); default: all.
+        frames: For a rawframe folder, an MMAction2 list line's ``(start_index, offset, total_frames)``
+            (:func:`pevl.data.rawframes.frame_range`; ``None`` as ``start_index``: the folder's first file's
+            number); default: every frame.
 
     Returns:
         The :class:`PoseSequence` (``T`` = decoded frames, ``img_shape`` in display orientation).
@@ -312,7 +316,8 @@ def extract_video(
     if frames is not None:
         from pevl.data.rawframes import frame_range, iter_frame_files
 
-        decoded = iter_frame_files(frame_range(path, *frames))
+        start, offset, count = frames
+        decoded = iter_frame_files(frame_range(path, start, count, offset))
     else:
         decoded = iter_frames(path)
     try:

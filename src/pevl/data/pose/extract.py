@@ -49,19 +49,28 @@ class VideoItem:
         path: The video file or rawframe folder.
         frame_dir: Its identifier in the pickle (relative path without extension, or the stem).
         label: Class index, -1 when unlabelled.
-        frames: A rawframe list line's frames: ``(first file number, count)`` (``None`` as the number: the
-            folder's first); ``None`` = the whole video.
+        frames: A rawframe list line's frames: ``(start_index, offset, total_frames)`` (``None`` as
+            ``start_index``: the folder's first file's number); ``None`` = the whole video.
     """
 
     path: Path
     frame_dir: str
     label: int = -1
-    frames: tuple[int | None, int] | None = None
+    frames: tuple[int | None, int, int] | None = None
 
     @property
-    def clip_args(self) -> tuple[tuple[int | None, int], ...]:
+    def clip_args(self) -> tuple[tuple[int | None, int, int], ...]:
         """The extra argument of the extraction functions for a frame range (empty for a whole video)."""
         return () if self.frames is None else (self.frames,)
+
+    @property
+    def cache_clip(self) -> tuple[int | None, int, int] | None:
+        """The frame range as the cache keys it: ``None`` for a whole video (shared with other commands)."""
+        from pevl.data.rawframes import covers_folder
+
+        if self.frames is None or covers_folder(self.path, self.frames[0], self.frames[2], self.frames[1]):
+            return None
+        return self.frames
 
 
 @dataclass
@@ -196,16 +205,11 @@ def read_video_list(
     for entry, stem, folder in zip(entries, stems, is_folder, strict=True):
         video = Path(entry.name)
         frame_dir = stem if unique_stems else _frame_dir(video, folder)
-        frames: tuple[int | None, int] | None = None
+        frames: tuple[int | None, int, int] | None = None
         if folder:
-            first: int | None = None  # the folder's first number
-            if start_index is not None:
-                first = start_index + entry.offset
-            elif entry.offset:
-                first = _first_number(video if video.is_absolute() else base / video, path, entry.line) + entry.offset
-            frames = (first, int(entry.num_frames or 0))
+            frames = (start_index, entry.offset, int(entry.num_frames or 0))
             if clips_per_name[entry.name] > 1:  # clips of one folder: frame indices from its first frame
-                frame_dir = f"{frame_dir}_{entry.offset}-{entry.offset + frames[1] - 1}"
+                frame_dir = f"{frame_dir}_{entry.offset}-{entry.offset + frames[2] - 1}"
         items.append(
             VideoItem(
                 path=video if video.is_absolute() else base / video,
@@ -215,15 +219,6 @@ def read_video_list(
             )
         )
     return items
-
-
-def _first_number(folder: Path, listing: Path, line: int) -> int:
-    from pevl.data.rawframes import find_frames
-
-    frames = find_frames(folder)
-    if frames is None:
-        raise file_error(listing, f"line {line}: {folder} is not a rawframe folder (an offset needs its frames)")
-    return frames.numbers[0]
 
 
 def collect_videos(
@@ -285,14 +280,14 @@ def _init_worker(backend: str, backend_kwargs: dict[str, Any]) -> None:
         _WORKER["error"] = str(err) if isinstance(err, PevlError) else f"{type(err).__name__}: {err}"
 
 
-def _extract_in_worker(path: Path, max_persons: int, *clip: tuple[int | None, int]) -> tuple[str, Any]:
+def _extract_in_worker(path: Path, max_persons: int, *clip: tuple[int | None, int, int]) -> tuple[str, Any]:
     if "error" in _WORKER:
         return "init_error", _WORKER["error"]
     return _extract_one(_WORKER["extractor"], path, max_persons, *clip)
 
 
 def _extract_one(
-    extractor: PoseExtractor, path: Path, max_persons: int, frames: tuple[int | None, int] | None = None
+    extractor: PoseExtractor, path: Path, max_persons: int, frames: tuple[int | None, int, int] | None = None
 ) -> tuple[str, Any]:
     """``("ok", PoseSequence)`` or ``("error", one-line message naming the video)``; never raises for a video."""
     try:
@@ -385,7 +380,7 @@ def extract_poses(
     results: dict[int, PoseSequence] = {}
     todo: list[int] = []
     for i in mine:
-        seq = cache.get(items[i].path, items[i].frames)
+        seq = cache.get(items[i].path, items[i].cache_clip)
         if seq is not None:
             results[i] = seq
             summary.cached += 1
@@ -399,7 +394,7 @@ def extract_poses(
 
     def finish(i: int, status: str, payload: Any) -> None:
         if status == "ok":
-            cache.put(items[i].path, payload, items[i].frames)
+            cache.put(items[i].path, payload, items[i].cache_clip)
             results[i] = payload
             summary.extracted += 1
             summary.frames += payload.num_frames
