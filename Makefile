@@ -25,6 +25,6 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) "torch==2.13.*" -c constraints.txt
-	$(PIP) -e ".[pose,dev,export]" -c constraints.txt
+	$(PIP) -e ".[pose,dev,export,hf]" -c constraints.txt
 	$(PIP) --no-deps mediapipe==0.10.21
 	touch $@

@@ -391,7 +391,10 @@ def test_video_lists_read_as_mmaction2_video_dataset_does(tmp_path):
 def test_rawframe_lists_with_labels_multi_labels_no_labels_and_offsets(tmp_path):
     from pevl.data.datasets.lists import parse_video_list
 
-    plain = parse_video_list(_list(tmp_path, "some/dir-1 163 1\nsome/dir-2 122 1 3 5\nsome/dir-3 258\n"))
+    text = "some/dir-1 163 1\nsome/dir-2 122 1 3 5\nsome/dir-3 258\n"
+    with pytest.raises(PevlError, match=r"line 2: '122 1 3 5' after the folder: an offset, frame count and label"):
+        parse_video_list(_list(tmp_path, text))  # ambiguous without with_offset / multi_class, as in MMAction2
+    plain = parse_video_list(_list(tmp_path, text), multi_class=True)
     assert [(e.name, e.num_frames, e.labels, e.offset) for e in plain] == [
         ("some/dir-1", 163, (1,), 0),
         ("some/dir-2", 122, (1, 3, 5), 0),

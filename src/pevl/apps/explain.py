@@ -87,10 +87,12 @@ def write_index(out_dir: Path, video: str, result: ExplainResult, top_k: int) ->
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pevl explain: {html.escape(Path(video).name)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1100px; color: #222;
+        overflow-wrap: anywhere; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; max-width: 100%; }}
 td, th {{ border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: left; }}
 figure {{ margin: 0 0 2em 0; }}
 img {{ max-width: 100%; border: 1px solid #ddd; }}

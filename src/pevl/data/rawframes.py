@@ -138,6 +138,47 @@ def iter_rawframes(folder: str | Path) -> Iterator[np.ndarray]:
         yield _load(path)
 
 
+def frame_range(folder: str | Path, start: int | None, count: int, offset: int = 0) -> tuple[Path, ...]:
+    """The files numbered ``start + offset`` onwards, ``count`` of them (an MMAction2 rawframe list line).
+
+    Args:
+        folder: The rawframe folder.
+        start: Number of the folder's first frame (MMAction2's ``start_index``); ``None``: its first file's.
+        count: How many frames (the line's ``total_frames``).
+        offset: Frames skipped before the clip (the line's offset, ``with_offset`` lists).
+
+    Raises:
+        PevlError: Not a rawframe folder, or a file of the range is missing (naming its number).
+    """
+    folder = Path(folder)
+    frames = _require(folder)
+    by_number = dict(zip(frames.numbers, frames.files, strict=True))
+    first = (frames.numbers[0] if start is None else start) + offset
+    missing = next((n for n in range(first, first + count) if n not in by_number), None)
+    if missing is not None:
+        raise file_error(
+            folder,
+            f"frame file number {missing} is missing: the list gives {count} frames from number {first}, the "
+            f"folder has {len(frames.files)} numbered {frames.numbers[0]}..{frames.numbers[-1]}",
+        )
+    return tuple(by_number[n] for n in range(first, first + count))
+
+
+def covers_folder(folder: str | Path, start: int | None, count: int, offset: int = 0) -> bool:
+    """Whether :func:`frame_range` of these arguments is the whole folder (``False`` when it is unreadable)."""
+    frames = find_frames(folder)
+    if frames is None:
+        return False
+    first = (frames.numbers[0] if start is None else start) + offset
+    return frames.numbers == tuple(range(first, first + count))
+
+
+def iter_frame_files(files: Sequence[Path]) -> Iterator[np.ndarray]:
+    """Decode the given frame files in order (see :func:`frame_range`)."""
+    for path in files:
+        yield _load(path)
+
+
 def read_rawframes(folder: str | Path, indices: Sequence[int]) -> np.ndarray:
     """Decode the frames at the given 0-based indices (the ``i``-th frame file in number order).
 

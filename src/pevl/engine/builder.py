@@ -34,9 +34,9 @@ def build_model(model_cfg: PeVLConfig, pretrained: str | None = None) -> PeVL:
     """
     model = PeVL(model_cfg)
     if pretrained:
-        from pevl.hub.weights import load_clip_weights, resolve_pretrained
+        from pevl.hub.weights import load_clip_weights
 
-        load_clip_weights(model.clip, resolve_pretrained(pretrained))
+        load_clip_weights(model.clip, pretrained)
     return model
 
 
@@ -209,7 +209,7 @@ class LoadedModel:
 
 
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Rebuild a trained model from a checkpoint directory, its ``model.safetensors`` or a work dir.
+    """Rebuild a trained model from a work dir, a checkpoint dir, its ``model.safetensors`` or ``hf-hub:org/name``.
 
     A work dir is resolved by :func:`pevl.engine.checkpoint_choice.choose_checkpoint` (best, else latest;
     ``WORKDIR:latest`` / ``WORKDIR:best`` to choose), which prints the checkpoint it chose.
@@ -219,7 +219,9 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
     Raises:
         PevlError: Not a pevl checkpoint, or its weights do not fit the model it describes.
     """
-    checkpoint = load_checkpoint(choose_checkpoint(path), device="cpu")
+    from pevl.hub.hf import resolve_model_source
+
+    checkpoint = load_checkpoint(choose_checkpoint(resolve_model_source(path)), device="cpu")
     model_cfg = checkpoint.extra.get("model_config")
     if not model_cfg:
         raise PevlError(f"{checkpoint.model_file}: no model config in the checkpoint (not written by `pevl train`?)")

@@ -11,20 +11,20 @@ Supported files:
   ``torch.load(weights_only=True)``; open_clip's ``open_clip_pytorch_model.bin`` is one.
 * safetensors files (open_clip's ``open_clip_model.safetensors``, timm's ``model.safetensors``, ours).
 
-Key layouts (:func:`detect_format`): ``"openai"`` (OpenAI's names plus the ``input_resolution`` /
-``context_length`` / ``vocab_size`` integers their release files carry), ``"open_clip"`` (the same names without
-those integers, and open_clip's ``CustomTextCLIP`` ``text.*`` variant), ``"timm"`` (timm's ``VisionTransformer``:
-image tower only) and ``"pevl"`` (our own names, also found under ``clip.`` in a PeVL checkpoint).
-The tables below are the whole mapping; nothing is renamed anywhere else.
+* Hugging Face ``transformers`` CLIP folders: ``model.safetensors`` (or ``pytorch_model.bin``) beside a
+  ``config.json``, whose activation and head counts are checked against the model.
+
+Key layouts (:func:`detect_format`): see :mod:`pevl.hub.key_maps`, which holds the whole mapping.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import pickle
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ from torch import Tensor
 
 from pevl.errors import PevlError, file_error, first_line
 from pevl.hub.download import resolve_pretrained
+from pevl.hub.hf import HF_HUB_PREFIX
+from pevl.hub.key_maps import FORMATS, KEY_MAPS
 from pevl.hub.torchscript import read_torchscript_weights
 from pevl.models.clip import CLIP, CLIPConfig, TextConfig, VisionConfig, resize_pos_embed
 
@@ -43,147 +45,13 @@ __all__ = [
     "convert_to_pevl",
     "detect_format",
     "infer_clip_config",
+    "load_clip_state_dict",
     "load_clip_weights",
     "read_checkpoint",
     "read_torchscript_weights",
     "resolve_pretrained",
+    "resolve_weights",
 ]
-
-FORMATS = ("openai", "open_clip", "timm", "pevl")
-
-# ---- key tables --------------------------------------------------------------------------------------------------
-
-
-def _layers(pairs: Mapping[str, str]) -> dict[str, str]:
-    """Expand ``{their layer: our layer}`` to the layer's two tensors, ``.weight`` and ``.bias``."""
-    return {f"{theirs}.{t}": f"{ours}.{t}" for theirs, ours in pairs.items() for t in ("weight", "bias")}
-
-
-# OpenAI (and open_clip's OpenAI-style CLIP) name -> our name, outside the transformer blocks.
-OPENAI_KEYS: dict[str, str] = {
-    "visual.conv1.weight": "visual.patch_embed.weight",
-    "visual.class_embedding": "visual.cls_token",
-    "visual.positional_embedding": "visual.pos_embed",
-    "visual.proj": "visual.proj",
-    "token_embedding.weight": "text.token_embedding.weight",
-    "positional_embedding": "text.pos_embed",
-    "text_projection": "text.proj",
-    "logit_scale": "logit_scale",
-    **_layers({"visual.ln_pre": "visual.ln_pre", "visual.ln_post": "visual.ln_post", "ln_final": "text.ln_final"}),
-}
-# Transformer stacks: their name -> ours; each is followed by ``.<block index>.<block key>``.
-OPENAI_STACKS: dict[str, str] = {
-    "visual.transformer.resblocks": "visual.blocks",
-    "transformer.resblocks": "text.blocks",
-}
-# Inside one residual block.
-OPENAI_BLOCK_KEYS: dict[str, str] = {
-    "attn.in_proj_weight": "attn.qkv.weight",
-    "attn.in_proj_bias": "attn.qkv.bias",
-    **_layers({"ln_1": "ln_1", "attn.out_proj": "attn.proj", "ln_2": "ln_2"}),
-    **_layers({"mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}),
-}
-# Entries that are not weights: OpenAI's integers, and the causal masks (we build ours on the fly).
-OPENAI_DROPPED: frozenset[str] = frozenset({"input_resolution", "context_length", "vocab_size", "attn_mask"})
-OPENAI_DROPPED_BLOCK_KEYS: frozenset[str] = frozenset({"attn_mask"})
-
-# open_clip's CustomTextCLIP keeps its text tower under ``text.`` (open_clip's ``TextTransformer`` names).
-OPEN_CLIP_CUSTOM_TEXT_KEYS: dict[str, str] = {
-    "text.token_embedding.weight": "text.token_embedding.weight",
-    "text.positional_embedding": "text.pos_embed",
-    "text.text_projection": "text.proj",
-    **_layers({"text.ln_final": "text.ln_final"}),
-}
-OPEN_CLIP_CUSTOM_TEXT_STACKS: dict[str, str] = {"text.transformer.resblocks": "text.blocks"}
-OPEN_CLIP_DROPPED: frozenset[str] = OPENAI_DROPPED | {"text.attn_mask"}
-
-# timm's VisionTransformer (``vit_*_clip_*``): the image tower alone.
-TIMM_KEYS: dict[str, str] = {
-    "patch_embed.proj.weight": "visual.patch_embed.weight",
-    "cls_token": "visual.cls_token",  # [1, 1, D] -> [D]
-    "pos_embed": "visual.pos_embed",  # [1, 1 + N, D] -> [1 + N, D]
-    "head.weight": "visual.proj",  # a Linear [E, D] -> the projection matrix [D, E]
-    **_layers({"norm_pre": "visual.ln_pre", "norm": "visual.ln_post"}),
-}
-TIMM_STACKS: dict[str, str] = {"blocks": "visual.blocks"}
-TIMM_BLOCK_KEYS: dict[str, str] = {
-    **_layers({"norm1": "ln_1", "attn.qkv": "attn.qkv", "attn.proj": "attn.proj", "norm2": "ln_2"}),
-    **_layers({"mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}),
-}
-TIMM_DROPPED: frozenset[str] = frozenset({"head.bias"})  # zeros for CLIP towers (checked): CLIP's projection has none
-
-
-@dataclasses.dataclass(frozen=True)
-class KeyMap:
-    """One checkpoint layout: fixed keys, block stacks, keys to drop and value conversions, all explicit."""
-
-    keys: Mapping[str, str]
-    stacks: Mapping[str, str]
-    block_keys: Mapping[str, str]
-    dropped: frozenset[str] = frozenset()
-    dropped_block_keys: frozenset[str] = frozenset()
-    values: Mapping[str, Callable[[Tensor], Tensor]] = dataclasses.field(default_factory=dict)  # by their name
-
-    def to_pevl(self, key: str) -> str | None:
-        """Our name for ``key``; ``None`` when it is dropped; ``key`` unchanged when this layout does not know it."""
-        if key in self.dropped:
-            return None
-        if key in self.keys:
-            return self.keys[key]
-        for stack, ours in self.stacks.items():
-            if key.startswith(stack + "."):
-                index, _, rest = key[len(stack) + 1 :].partition(".")
-                if index.isdigit():
-                    if rest in self.dropped_block_keys:
-                        return None
-                    if rest in self.block_keys:
-                        return f"{ours}.{index}.{self.block_keys[rest]}"
-        return key
-
-    def from_pevl(self, ours: str) -> str | None:
-        """The name this layout gives our key ``ours`` (``None`` if it has none)."""
-        for key, value in self.keys.items():
-            if value == ours:
-                return key
-        for stack, our_stack in self.stacks.items():
-            if ours.startswith(our_stack + "."):
-                index, _, rest = ours[len(our_stack) + 1 :].partition(".")
-                for key, value in self.block_keys.items():
-                    if value == rest:
-                        return f"{stack}.{index}.{key}"
-        return None
-
-
-def _timm_cls_token(v: Tensor) -> Tensor:
-    return v.reshape(v.shape[-1])
-
-
-def _timm_pos_embed(v: Tensor) -> Tensor:
-    return v.reshape(v.shape[-2], v.shape[-1])
-
-
-def _timm_head(v: Tensor) -> Tensor:
-    return v.t().contiguous()
-
-
-KEY_MAPS: dict[str, KeyMap] = {
-    "openai": KeyMap(OPENAI_KEYS, OPENAI_STACKS, OPENAI_BLOCK_KEYS, OPENAI_DROPPED, OPENAI_DROPPED_BLOCK_KEYS),
-    "open_clip": KeyMap(
-        {**OPENAI_KEYS, **OPEN_CLIP_CUSTOM_TEXT_KEYS},
-        {**OPENAI_STACKS, **OPEN_CLIP_CUSTOM_TEXT_STACKS},
-        OPENAI_BLOCK_KEYS,
-        OPEN_CLIP_DROPPED,
-        OPENAI_DROPPED_BLOCK_KEYS,
-    ),
-    "timm": KeyMap(
-        TIMM_KEYS,
-        TIMM_STACKS,
-        TIMM_BLOCK_KEYS,
-        TIMM_DROPPED,
-        values={"cls_token": _timm_cls_token, "pos_embed": _timm_pos_embed, "head.weight": _timm_head},
-    ),
-    "pevl": KeyMap({}, {}, {}),
-}
 
 # ---- reading files -----------------------------------------------------------------------------------------------
 
@@ -218,7 +86,9 @@ def _torch_load(path: Path) -> Any:
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
     for _ in range(3):  # {"state_dict": {...}}, {"model": {...}}, nested at most a few levels
         if isinstance(obj, Mapping):
-            inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), Mapping)), None)
+            # "model_state_dict": ActionCLIP's checkpoints (its "fusion_model_state_dict" is not CLIP)
+            wrappers = ("state_dict", "model", "model_state_dict")
+            inner = next((obj[k] for k in wrappers if isinstance(obj.get(k), Mapping)), None)
             if inner is not None and not any(isinstance(v, Tensor) for v in obj.values()):
                 obj = inner
                 continue
@@ -291,18 +161,19 @@ def detect_format(state_dict: Mapping[str, Tensor]) -> str:
         state_dict: Raw tensors from :func:`read_checkpoint`.
 
     Returns:
-        ``"openai"``, ``"open_clip"``, ``"timm"`` (image tower only) or ``"pevl"``.
+        One of :data:`FORMATS`: ``"openai"``, ``"open_clip"``, ``"transformers"``, ``"vificlip"``, ``"timm"``
+        (image tower only) or ``"pevl"``.
 
     Raises:
-        PevlError: For ResNet CLIPs, Hugging Face ``transformers`` CLIPs and unknown layouts.
+        PevlError: For ResNet CLIPs and unknown layouts.
     """
     keys = set(state_dict)
     if "visual.attnpool.positional_embedding" in keys or "visual.layer1.0.conv1.weight" in keys:
         raise PevlError("this is a ResNet CLIP (RN50 ...); PeVL needs a ViT CLIP (ViT-B/32, ViT-B/16, ViT-L/14)")
     if any(k.startswith(("vision_model.", "text_model.")) for k in keys):
-        raise PevlError(
-            "Hugging Face transformers CLIP layout is not supported; use OpenAI's .pt or open_clip's weights"
-        )
+        return "transformers"
+    if any(k.startswith(("image_encoder.transformer.", "text_encoder.transformer.")) for k in keys):
+        return "vificlip"
     if _pevl_prefix(keys) is not None:
         return "pevl"
     openai_like = "visual.conv1.weight" in keys or "token_embedding.weight" in keys
@@ -311,7 +182,7 @@ def detect_format(state_dict: Mapping[str, Tensor]) -> str:
     if "patch_embed.proj.weight" in keys and any(k.startswith("blocks.") for k in keys):
         return "timm"
     first = ", ".join(sorted(keys)[:4])
-    raise PevlError(f"unrecognised checkpoint layout (not OpenAI, open_clip, timm or pevl CLIP weights; keys: {first})")
+    raise PevlError(f"unrecognised checkpoint layout (not {', '.join(FORMATS)} CLIP weights; keys: {first})")
 
 
 def _convert(state_dict: Mapping[str, Tensor], fmt: str | None) -> tuple[dict[str, Tensor], dict[str, str], str]:
@@ -320,6 +191,8 @@ def _convert(state_dict: Mapping[str, Tensor], fmt: str | None) -> tuple[dict[st
     if fmt not in KEY_MAPS:
         raise PevlError(f"unknown checkpoint layout {fmt!r}; choose one of {', '.join(FORMATS)}")
     key_map = KEY_MAPS[fmt]
+    if key_map.prepare is not None:
+        state_dict = key_map.prepare(state_dict)
     prefix = (_pevl_prefix(set(state_dict)) or "") if fmt == "pevl" else ""
     out: dict[str, Tensor] = {}
     sources: dict[str, str] = {}
@@ -368,9 +241,11 @@ def infer_clip_config(state_dict: Mapping[str, Tensor], quick_gelu: bool | None 
 
     Args:
         state_dict: Tensors in any supported layout.
-        quick_gelu: The MLP activation. ``None`` picks by layout: QuickGELU for ``"openai"`` (and ``"pevl"``,
-            whose default it is), plain GELU for ``"open_clip"`` and ``"timm"`` (LAION's models; their
-            ``-quickgelu`` variants and re-saved OpenAI weights need ``quick_gelu=True``).
+        quick_gelu: The MLP activation. ``None`` picks by layout: QuickGELU for ``"openai"``, ``"transformers"``
+            (OpenAI's ``openai/clip-vit-*`` repositories; a folder's ``config.json`` says otherwise where it
+            does), ``"vificlip"`` and ``"pevl"`` (whose default it is), plain GELU for ``"open_clip"`` and
+            ``"timm"`` (LAION's models; their ``-quickgelu`` variants and re-saved OpenAI weights, such as
+            ActionCLIP's, need ``quick_gelu=True``).
 
     Returns:
         The configuration (without a text tower in the file, as for ``"timm"``, the default text tower).
@@ -380,7 +255,7 @@ def infer_clip_config(state_dict: Mapping[str, Tensor], quick_gelu: bool | None 
     """
     state, _, fmt = _convert(state_dict, None)
     if quick_gelu is None:
-        quick_gelu = fmt in ("openai", "pevl")
+        quick_gelu = fmt in ("openai", "transformers", "vificlip", "pevl")
     try:
         patch = state["visual.patch_embed.weight"]
         width = patch.shape[0]
@@ -468,40 +343,79 @@ def _fit_positions(state: dict[str, Tensor], expected: Mapping[str, Tensor]) -> 
         state["text.pos_embed"] = pos[: want.shape[0]]
 
 
-def load_clip_weights(
-    model: CLIP, path: str | Path, strict_arch: bool = True, *, vision_only: bool = False
-) -> CLIPConfig:
-    """Load a CLIP checkpoint into our :class:`~pevl.models.clip.CLIP`, checking every key and shape.
-
-    Works on a model built on the ``meta`` device too (the tensors are then assigned instead of copied);
-    values are cast to the model's dtype, and parameters keep their ``requires_grad``.
-
-    Args:
-        model: Our CLIP.
-        path: A checkpoint file, or an architecture name fetched by ``pevl download-weights`` (``"ViT-B/16"``).
-        strict_arch: Require the checkpoint's architecture to be the model's: every shape equal, and QuickGELU
-            for OpenAI's own files. ``False`` resizes the position embeddings to the model's patch grid and
-            context length (bicubic / cut) and skips the activation check; the key set must match either way.
-        vision_only: Load only the image tower (``model.visual``): the only choice for timm checkpoints.
-
-    Returns:
-        The architecture of the checkpoint (head counts, which weights do not record, and the activation are
-        the model's).
+def read_transformers_config(path: Path) -> dict[str, Any] | None:
+    """The ``config.json`` beside a Hugging Face ``transformers`` weights file, or ``None`` when there is none.
 
     Raises:
-        PevlError: Naming the file and the first missing, unexpected or mis-shaped key (with both shapes).
+        PevlError: Naming the file when it exists but is not a JSON object.
     """
-    path = resolve_pretrained(str(path))
-    raw = read_checkpoint(path)
+    config = path.parent / "config.json"
+    if not config.is_file():
+        return None
     try:
-        state, sources, fmt = _convert(raw, None)
-    except PevlError as err:
-        raise file_error(path, str(err)) from None
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise file_error(config, f"not a readable JSON file ({first_line(err)})") from None
+    if not isinstance(data, dict):
+        raise file_error(config, "not a JSON object")
+    return data
+
+
+def _check_transformers_config(model: CLIP, config: Mapping[str, Any], where: Path) -> None:
+    """Check the activation and head counts a ``transformers`` ``config.json`` records against the model."""
+    for tower, ours in (("vision_config", model.cfg.vision), ("text_config", model.cfg.text)):
+        sub = config.get(tower)
+        if not isinstance(sub, Mapping):
+            continue
+        act = sub.get("hidden_act")
+        if act is not None and (act == "quick_gelu") != model.cfg.quick_gelu:
+            want = "quick_gelu=True" if act == "quick_gelu" else "quick_gelu=False"
+            raise file_error(where, f"{tower}.hidden_act is {act!r}: the model needs {want}")
+        heads = sub.get("num_attention_heads")
+        if heads is not None and heads != ours.heads:
+            raise file_error(where, f"{tower}.num_attention_heads is {heads} but the model has {ours.heads} heads")
+
+
+def load_clip_state_dict(
+    model: CLIP,
+    raw: Mapping[str, Tensor],
+    strict_arch: bool = True,
+    *,
+    vision_only: bool = False,
+    base: Mapping[str, Tensor] | None = None,
+) -> CLIPConfig:
+    """Load tensors of any supported layout into our CLIP, checking every key and shape.
+
+    Args:
+        model: Our CLIP (possibly on the ``meta`` device: the tensors are then assigned).
+        raw: A state dict as read (:func:`read_checkpoint`) or as a framework returns it, e.g.
+            ``transformers.CLIPModel(...).state_dict()``.
+        strict_arch: See :func:`load_clip_weights`.
+        vision_only: Load only the image tower.
+        base: Tensors of the CLIP a partial checkpoint was fine-tuned from, in any layout: each of our keys
+            the checkpoint lacks is taken from it (ViFi-CLIP stores no token embedding, it is the base CLIP's).
+
+    Returns:
+        The architecture of the checkpoint.
+
+    Raises:
+        PevlError: The first missing, unexpected or mis-shaped key (with both shapes), or a wrong activation.
+    """
+    state, sources, fmt = _convert(raw, None)
+    if base is not None:
+        base_state, _, base_fmt = _convert(base, None)
+        for key, value in base_state.items():
+            if key not in state:
+                state[key] = value
+                sources[key] = f"base checkpoint ({base_fmt}) {KEY_MAPS[base_fmt].from_pevl(key) or key}"
     if fmt == "timm" and not vision_only:
-        raise file_error(path, "holds only an image tower (timm layout); pass vision_only=True to load just that")
+        raise PevlError("holds only an image tower (timm layout); pass vision_only=True to load just that")
     if strict_arch and fmt == "openai" and not model.cfg.quick_gelu:
-        raise file_error(
-            path, "OpenAI's weights were trained with QuickGELU but the model uses GELU (quick_gelu=False)"
+        raise PevlError("OpenAI's weights were trained with QuickGELU but the model uses GELU (quick_gelu=False)")
+    if fmt == "vificlip" and "text.token_embedding.weight" not in state and not vision_only:
+        raise PevlError(
+            "a ViFi-CLIP checkpoint stores no token embedding (it is the base CLIP's): pass the CLIP it was "
+            "fine-tuned from as base (e.g. base='ViT-B/16'), or vision_only=True"
         )
     try:
         found: CLIPConfig | None = infer_clip_config(state, model.cfg.quick_gelu)
@@ -514,10 +428,7 @@ def load_clip_weights(
     expected = {prefix + k: v for k, v in target.state_dict().items()}
     if not strict_arch:
         _fit_positions(state, expected)
-    try:
-        check_state_dict(expected, state, sources, fmt)
-    except PevlError as err:
-        raise file_error(path, str(err)) from None
+    check_state_dict(expected, state, sources, fmt)
     local = {k[len(prefix) :]: v for k, v in state.items()}
     with torch.no_grad():
         if any(t.is_meta for t in expected.values()):
@@ -530,3 +441,74 @@ def load_clip_weights(
     vision = dataclasses.replace(found.vision, heads=model.cfg.vision.heads)
     text = dataclasses.replace(found.text, heads=model.cfg.text.heads) if fmt != "timm" else model.cfg.text
     return dataclasses.replace(found, vision=vision, text=text)
+
+
+def load_clip_weights(
+    model: CLIP,
+    path: str | Path,
+    strict_arch: bool = True,
+    *,
+    vision_only: bool = False,
+    base: str | Path | None = None,
+) -> CLIPConfig:
+    """Load a CLIP checkpoint into our :class:`~pevl.models.clip.CLIP`, checking every key and shape.
+
+    Works on a model built on the ``meta`` device too (the tensors are then assigned instead of copied);
+    values are cast to the model's dtype, and parameters keep their ``requires_grad``.
+
+    Args:
+        model: Our CLIP.
+        path: A checkpoint file, a Hugging Face ``transformers`` folder (``model.safetensors`` or
+            ``pytorch_model.bin`` beside ``config.json``), or an architecture name fetched by
+            ``pevl download-weights`` (``"ViT-B/16"``).
+        strict_arch: Require the checkpoint's architecture to be the model's: every shape equal, and QuickGELU
+            for OpenAI's own files (and what a ``transformers`` ``config.json`` records). ``False`` resizes the
+            position embeddings to the model's patch grid and context length (bicubic / cut) and skips the
+            activation checks; the key set must match either way.
+        vision_only: Load only the image tower (``model.visual``): the only choice for timm checkpoints.
+        base: The CLIP a partial checkpoint was fine-tuned from (a file or an architecture name), for the keys
+            the checkpoint lacks (ViFi-CLIP's token embedding).
+
+    Returns:
+        The architecture of the checkpoint (head counts, which weights do not record, and the activation are
+        the model's).
+
+    Raises:
+        PevlError: Naming the file and the first missing, unexpected or mis-shaped key (with both shapes).
+    """
+    path = resolve_weights(path)
+    raw = read_checkpoint(path)
+    base_raw = read_checkpoint(resolve_weights(base)) if base is not None else None
+    try:
+        if strict_arch and detect_format(raw) == "transformers":
+            config = read_transformers_config(path)
+            if config is not None:
+                _check_transformers_config(model, config, path.parent / "config.json")
+        return load_clip_state_dict(model, raw, strict_arch, vision_only=vision_only, base=base_raw)
+    except PevlError as err:
+        message = str(err)
+        raise (err if message.startswith(str(path)) else file_error(path, message)) from None
+
+
+# The weights file of a Hugging Face model folder, in transformers' order of preference.
+TRANSFORMERS_WEIGHT_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
+
+
+def resolve_weights(name_or_path: str | Path) -> Path:
+    """The weights file meant by a file, a Hugging Face model folder, ``hf-hub:org/name`` or an architecture name.
+
+    ``hf-hub:`` repositories are fetched with ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE`` honoured).
+    """
+    text = str(name_or_path)
+    if text.startswith(HF_HUB_PREFIX):
+        from pevl.hub.hf import hub_weights_folder
+
+        path = hub_weights_folder(text[len(HF_HUB_PREFIX) :], TRANSFORMERS_WEIGHT_FILES)
+    else:
+        path = Path(text).expanduser()
+    if not path.is_dir():
+        return resolve_pretrained(text)
+    for name in TRANSFORMERS_WEIGHT_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise file_error(path, f"a folder without {' or '.join(TRANSFORMERS_WEIGHT_FILES)}")

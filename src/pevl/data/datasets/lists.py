@@ -247,7 +247,12 @@ LIST_KINDS = ("auto", "videos", "rawframes")
 
 
 def parse_video_list(
-    path: str | Path, kind: str = "auto", with_offset: bool = False, root: str | Path | None = None
+    path: str | Path,
+    kind: str = "auto",
+    with_offset: bool = False,
+    root: str | Path | None = None,
+    multi_class: bool = False,
+    dedupe: bool = True,
 ) -> list[ListEntry]:
     """Parse an MMAction2 annotation list the way MMAction2's ``load_data_list`` does.
 
@@ -260,17 +265,25 @@ def parse_video_list(
     rawframe lines when any of them has three or more fields, or when the first one is a folder under
     ``root``; otherwise (``<name> <number>`` everywhere) they are read as videos with a label.
 
+    A rawframe line with several numbers after the frame count is ambiguous (``imgs 2 5 127``: an offset
+    list, or labels 5 and 127?): like MMAction2, it is refused unless ``with_offset`` or ``multi_class`` says
+    which. A line repeating an earlier one (same video, offset and frame count) is dropped with one warning
+    per file (each video counted once, as PYSKL's split lookup does); a repeat with other labels is an error.
+
     Args:
         path: The list file.
         kind: ``"auto"``, ``"videos"`` or ``"rawframes"``.
         with_offset: Rawframe lines carry an offset before the frame count (MMAction2's ``with_offset``).
         root: Folder the names are relative to, used by ``auto`` to recognise frame folders.
+        multi_class: Several labels on a line are a multi-label line (MMAction2's ``multi_class``).
+        dedupe: Drop repeated lines (with a warning); ``False`` keeps them.
 
     Returns:
         The entries in file order.
 
     Raises:
-        PevlError: Missing file, an unknown ``kind``, or a malformed line (naming the line and the field).
+        PevlError: Missing file, an unknown ``kind``, a malformed or ambiguous line, or a repeated video with
+            other labels (naming the line and the field).
     """
     if kind not in LIST_KINDS:
         raise PevlError(f"unknown list kind {kind!r} (choose from {', '.join(LIST_KINDS)})")
@@ -292,11 +305,52 @@ def parse_video_list(
     entries = []
     for number, fields in rows:
         if rawframes and not (kind == "auto" and _looks_like_video(fields[0])):
-            entries.append(_rawframe_entry(path, number, fields, with_offset))
+            entry = _rawframe_entry(path, number, fields, with_offset)
+            if len(entry.labels) > 1 and not (with_offset or multi_class):
+                raise file_error(
+                    path,
+                    f"line {number}: {' '.join(fields[1:])!r} after the folder: an offset, frame count and label "
+                    "(pass with_offset / --with-offset) or a frame count and several labels (multi_class / "
+                    "--multi-class)? MMAction2 refuses it too",
+                )
+            entries.append(entry)
         else:
             labels = _integers(path, number, fields[1:], "label")
             entries.append(ListEntry(fields[0], labels[0] if labels else -1, None, number, tuple(labels)))
-    return entries
+    return dedupe_entries(path, entries) if dedupe else entries
+
+
+def dedupe_entries(path: str | Path, entries: list[ListEntry]) -> list[ListEntry]:
+    """Drop lines that repeat an earlier line's video, offset and frame count, with one warning for the file.
+
+    Raises:
+        PevlError: A repeated video whose labels differ from its first line's (naming both lines).
+    """
+    first: dict[tuple[str, int, int | None], ListEntry] = {}
+    kept: list[ListEntry] = []
+    repeats: list[tuple[ListEntry, ListEntry]] = []
+    for entry in entries:
+        key = (entry.name, entry.offset, entry.num_frames)
+        earlier = first.get(key)
+        if earlier is None:
+            first[key] = entry
+            kept.append(entry)
+        elif earlier.labels != entry.labels:
+            raise file_error(
+                path,
+                f"line {entry.line}: {entry.name} is listed again with labels {list(entry.labels)} (line "
+                f"{earlier.line} gives {list(earlier.labels)})",
+            )
+        else:
+            repeats.append((entry, earlier))
+    if repeats:
+        again, earlier = repeats[0]
+        warnings.warn(
+            f"{path}: {len(repeats)} repeated lines dropped, each video counted once (first: line {again.line} "
+            f"repeats line {earlier.line})",
+            stacklevel=3,
+        )
+    return kept
 
 
 def _integers(path: str | Path, number: int, fields: list[str], what: str) -> list[int]:

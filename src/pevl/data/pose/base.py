@@ -288,13 +288,21 @@ def create_extractor(backend: str = "mediapipe", **kwargs: Any) -> PoseExtractor
     return cls(**kwargs)
 
 
-def extract_video(path: str | Path, extractor: PoseExtractor, max_persons: int = 1) -> PoseSequence:
+def extract_video(
+    path: str | Path,
+    extractor: PoseExtractor,
+    max_persons: int = 1,
+    frames: tuple[int | None, int, int] | None = None,
+) -> PoseSequence:
     """Decode a video and estimate its poses, streaming (the video is never held whole).
 
     Args:
         path: A video file or a rawframe folder.
         extractor: The pose extractor.
         max_persons: Most person tracks to keep.
+        frames: For a rawframe folder, an MMAction2 list line's ``(start_index, offset, total_frames)``
+            (:func:`pevl.data.rawframes.frame_range`; ``None`` as ``start_index``: the folder's first file's
+            number); default: every frame.
 
     Returns:
         The :class:`PoseSequence` (``T`` = decoded frames, ``img_shape`` in display orientation).
@@ -305,8 +313,15 @@ def extract_video(path: str | Path, extractor: PoseExtractor, max_persons: int =
     from pevl.data.video import iter_frames, probe_video
 
     info = probe_video(path)
+    if frames is not None:
+        from pevl.data.rawframes import frame_range, iter_frame_files
+
+        start, offset, count = frames
+        decoded = iter_frame_files(frame_range(path, start, count, offset))
+    else:
+        decoded = iter_frames(path)
     try:
-        seq = extractor.extract(_prefetched(iter_frames(path)), fps=info.fps, max_persons=max_persons)
+        seq = extractor.extract(_prefetched(decoded), fps=info.fps, max_persons=max_persons)
     except ValueError as err:
         raise file_error(path, str(err)) from None
     seq.warnings = [f"{path}: {warning}" for warning in seq.warnings]  # each names its video

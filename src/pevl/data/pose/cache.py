@@ -46,20 +46,26 @@ class PoseCache:
         self.backend = BACKEND_ALIASES.get(name, name) + sep + settings  # "rtmpose" and "rtmlib" share entries
         self._folder = self.root / re.sub(r"[^A-Za-z0-9._-]+", "_", self.backend)
 
-    def path_for(self, video_path: str | Path) -> Path | None:
-        """The cache file of a video in its current state, or ``None`` if the video does not exist."""
+    def path_for(self, video_path: str | Path, clip: tuple[int | None, ...] | None = None) -> Path | None:
+        """The cache file of a video in its current state, or ``None`` if the video does not exist.
+
+        ``clip``: a frame range of a rawframe folder (``(start_index, offset, count)``), cached apart from the
+        whole folder.
+        """
         try:
             resolved = Path(video_path).resolve()
             stat = resolved.stat()
         except OSError:
             return None
         identity = f"{resolved}\0{stat.st_size}\0{stat.st_mtime_ns}\0{self.backend}\0{_FORMAT_VERSION}"
+        if clip is not None:
+            identity += f"\0clip={','.join(map(str, clip))}"
         digest = hashlib.sha1(identity.encode("utf-8", "surrogateescape")).hexdigest()
         return self._folder / digest[:2] / f"{digest}.npz"
 
-    def get(self, video_path: str | Path) -> PoseSequence | None:
-        """The cached poses of a video, or ``None`` when absent, outdated or unreadable."""
-        path = self.path_for(video_path)
+    def get(self, video_path: str | Path, clip: tuple[int | None, ...] | None = None) -> PoseSequence | None:
+        """The cached poses of a video (or of a ``clip`` of it), or ``None`` when absent, outdated or unreadable."""
+        path = self.path_for(video_path, clip)
         if path is None or not path.is_file():
             return None
         try:
@@ -74,9 +80,11 @@ class PoseCache:
         except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile):
             return None  # a damaged entry is simply extracted again
 
-    def put(self, video_path: str | Path, seq: PoseSequence) -> Path | None:
-        """Store a video's poses atomically; returns the cache file (``None`` if the video is gone)."""
-        path = self.path_for(video_path)
+    def put(
+        self, video_path: str | Path, seq: PoseSequence, clip: tuple[int | None, ...] | None = None
+    ) -> Path | None:
+        """Store a video's (or a ``clip``'s) poses atomically; returns the cache file (``None``: video gone)."""
+        path = self.path_for(video_path, clip)
         if path is None:
             return None
         with atomic_open(path, "wb") as f:

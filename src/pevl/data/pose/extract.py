@@ -25,10 +25,11 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pevl.data.pose import shards
 from pevl.data.pose.base import PoseExtractor, PoseSequence, cache_tag, create_extractor, extract_video
 from pevl.data.pose.cache import PoseCache
 from pevl.data.pose.gaps import DEFAULT_MAX_GAP, fill_gaps
@@ -48,11 +49,28 @@ class VideoItem:
         path: The video file or rawframe folder.
         frame_dir: Its identifier in the pickle (relative path without extension, or the stem).
         label: Class index, -1 when unlabelled.
+        frames: A rawframe list line's frames: ``(start_index, offset, total_frames)`` (``None`` as
+            ``start_index``: the folder's first file's number); ``None`` = the whole video.
     """
 
     path: Path
     frame_dir: str
     label: int = -1
+    frames: tuple[int | None, int, int] | None = None
+
+    @property
+    def clip_args(self) -> tuple[tuple[int | None, int, int], ...]:
+        """The extra argument of the extraction functions for a frame range (empty for a whole video)."""
+        return () if self.frames is None else (self.frames,)
+
+    @property
+    def cache_clip(self) -> tuple[int | None, int, int] | None:
+        """The frame range as the cache keys it: ``None`` for a whole video (shared with other commands)."""
+        from pevl.data.rawframes import covers_folder
+
+        if self.frames is None or covers_folder(self.path, self.frames[0], self.frames[2], self.frames[1]):
+            return None
+        return self.frames
 
 
 @dataclass
@@ -134,29 +152,43 @@ def _scan_folder(folder: Path) -> list[VideoItem]:
     return [VideoItem(path=p, frame_dir=_frame_dir(p.relative_to(folder), is_dir)) for p, is_dir in found]
 
 
-def read_video_list(path: str | Path, root: str | Path | None = None) -> list[VideoItem]:
+def read_video_list(
+    path: str | Path,
+    root: str | Path | None = None,
+    *,
+    with_offset: bool = False,
+    multi_class: bool = False,
+    start_index: int | None = None,
+) -> list[VideoItem]:
     """Read an MMAction2 list as MMAction2 does (:func:`pevl.data.datasets.lists.parse_video_list`).
 
-    Video lines ``path [label ...]`` and rawframe lines ``folder total_frames [label ...]`` are accepted;
-    ``#`` lines are skipped. A multi-label line gives the pickle its first label (with a warning); an
-    unlabelled line gives no label. ``frame_dir`` is the video's stem (a folder's name), or the path as written
-    without extension when two stems collide.
+    Video lines ``path [label ...]`` and rawframe lines ``folder [offset] total_frames [label ...]`` are
+    accepted; ``#`` lines are skipped, repeated lines dropped with a warning. A rawframe line reads exactly
+    its listed frames: files numbered ``offset + start_index`` onwards, ``total_frames`` of them. A
+    multi-label line gives the pickle its first label (with a warning); an unlabelled line gives no label.
+    ``frame_dir`` is the video's stem (a folder's name), or the path as written without extension when two
+    stems collide; a folder listed as several clips (offsets) gets ``_<first>-<last>`` frame numbers appended.
 
     Args:
         path: The list file.
         root: Folder that relative paths are relative to (the list file's folder when ``None``).
+        with_offset: Rawframe lines carry an offset before the frame count (MMAction2's ``with_offset``).
+        multi_class: Several labels on a line are a multi-label line (MMAction2's ``multi_class``); without
+            it a rawframe line with several numbers after the count is refused as ambiguous.
+        start_index: Number of a folder's first frame file (MMAction2's ``start_index``); ``None``: the
+            number of the first file in each folder.
 
     Returns:
         The videos, in list order.
 
     Raises:
-        PevlError: Missing file, or a malformed line (naming the line).
+        PevlError: Missing file, or a malformed or ambiguous line (naming the line).
     """
     from pevl.data.datasets.lists import parse_video_list
 
     path = Path(path)
     base = Path(root) if root is not None else path.parent
-    entries = parse_video_list(path, root=base)
+    entries = parse_video_list(path, root=base, with_offset=with_offset, multi_class=multi_class)
     multi = [e for e in entries if len(e.labels) > 1]
     if multi:
         warnings.warn(
@@ -167,21 +199,31 @@ def read_video_list(path: str | Path, root: str | Path | None = None) -> list[Vi
     is_folder = [e.num_frames is not None for e in entries]
     stems = [Path(e.name).name if folder else Path(e.name).stem for e, folder in zip(entries, is_folder, strict=True)]
     unique_stems = len(set(stems)) == len(stems)
+    clips_per_name: dict[str, int] = {}
+    for entry in entries:
+        clips_per_name[entry.name] = clips_per_name.get(entry.name, 0) + 1
     items = []
     for entry, stem, folder in zip(entries, stems, is_folder, strict=True):
         video = Path(entry.name)
+        frame_dir = stem if unique_stems else _frame_dir(video, folder)
+        frames: tuple[int | None, int, int] | None = None
+        if folder:
+            frames = (start_index, entry.offset, int(entry.num_frames or 0))
+            if clips_per_name[entry.name] > 1:  # clips of one folder: frame indices from its first frame
+                frame_dir = f"{frame_dir}_{entry.offset}-{entry.offset + frames[2] - 1}"
         items.append(
             VideoItem(
                 path=video if video.is_absolute() else base / video,
-                frame_dir=stem if unique_stems else _frame_dir(video, folder),
+                frame_dir=frame_dir,
                 label=entry.label,
+                frames=frames,
             )
         )
     return items
 
 
 def collect_videos(
-    inputs: str | Path | Sequence[str | Path], root: str | Path | None = None
+    inputs: str | Path | Sequence[str | Path], root: str | Path | None = None, **list_options: Any
 ) -> tuple[list[VideoItem], dict[str, list[str]]]:
     """Resolve inputs (videos, folders, video lists) into the videos to process.
 
@@ -191,6 +233,7 @@ def collect_videos(
             without extension); a ``.txt``/``.lst``/``.list`` file is a list (see :func:`read_video_list`);
             any other file is a video (``frame_dir`` = its stem).
         root: Folder for the relative paths of video lists.
+        **list_options: ``with_offset``, ``multi_class``, ``start_index`` of :func:`read_video_list`.
 
     Returns:
         ``(videos, split)``: ``split`` maps each video list's stem to its ``frame_dir`` values.
@@ -207,7 +250,7 @@ def collect_videos(
         if path.is_dir():
             items += _scan_folder(path)
         elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
-            listed = read_video_list(path, root=root)
+            listed = read_video_list(path, root=root, **list_options)
             split.setdefault(path.stem, []).extend(item.frame_dir for item in listed)
             items += listed
         elif path.is_file():
@@ -219,7 +262,7 @@ def collect_videos(
     for item in items:
         if item.frame_dir in seen:
             if seen[item.frame_dir].resolve() == item.path.resolve():
-                continue  # the same video given twice
+                continue  # the same video given twice (a list's repeated lines are dropped when it is read)
             raise file_error(item.path, f"frame_dir {item.frame_dir!r} is also used by {seen[item.frame_dir]}")
         seen[item.frame_dir] = item.path
         unique.append(item)
@@ -238,16 +281,18 @@ def _init_worker(backend: str, backend_kwargs: dict[str, Any]) -> None:
         _WORKER["error"] = str(err) if isinstance(err, PevlError) else f"{type(err).__name__}: {err}"
 
 
-def _extract_in_worker(path: Path, max_persons: int) -> tuple[str, Any]:
+def _extract_in_worker(path: Path, max_persons: int, *clip: tuple[int | None, int, int]) -> tuple[str, Any]:
     if "error" in _WORKER:
         return "init_error", _WORKER["error"]
-    return _extract_one(_WORKER["extractor"], path, max_persons)
+    return _extract_one(_WORKER["extractor"], path, max_persons, *clip)
 
 
-def _extract_one(extractor: PoseExtractor, path: Path, max_persons: int) -> tuple[str, Any]:
+def _extract_one(
+    extractor: PoseExtractor, path: Path, max_persons: int, frames: tuple[int | None, int, int] | None = None
+) -> tuple[str, Any]:
     """``("ok", PoseSequence)`` or ``("error", one-line message naming the video)``; never raises for a video."""
     try:
-        return "ok", extract_video(path, extractor, max_persons=max_persons)
+        return "ok", extract_video(path, extractor, max_persons=max_persons, frames=frames)
     except PevlError as err:
         return "error", str(err)
     except (KeyboardInterrupt, SystemExit):
@@ -272,6 +317,10 @@ def extract_poses(
     backend_kwargs: Mapping[str, Any] | None = None,
     split_name: str = "all",
     max_gap: int = DEFAULT_MAX_GAP,
+    shard: tuple[int, int] | None = None,
+    merge: bool = False,
+    list_options: Mapping[str, Any] | None = None,
+    placeholder_label: int | None = None,
 ) -> ExtractSummary:
     """Estimate the poses of many videos and write them as one PYSKL skeleton pickle.
 
@@ -288,6 +337,14 @@ def extract_poses(
         backend_kwargs: Constructor arguments of the backend (e.g. ``{"mode": "lightweight"}`` for rtmlib).
         split_name: The pickle's split that holds every written video (beside one split per list file).
         max_gap: Longest detection gap filled by interpolation, in frames (0: write the raw detections).
+        shard: ``(K, N)``: process only shard ``K`` of ``N`` (:mod:`pevl.data.pose.shards`) into the cache and
+            write its report instead of the pickle (``summary.out`` is the report).
+        merge: Extract nothing: write the pickle from the cache, where every shard has put its videos (a video
+            missing there must have been reported failed by its shard).
+        list_options: MMAction2 list options for list inputs: ``with_offset``, ``multi_class``,
+            ``start_index`` (:func:`read_video_list`).
+        placeholder_label: Label written for videos without one (for PYSKL's ``Collect(keys=[..., 'label'])``;
+            ``None``: no ``label`` key, as PYSKL's own tool writes them).
 
     Returns:
         The :class:`ExtractSummary`.
@@ -306,33 +363,39 @@ def extract_poses(
         raise PevlError(f"the longest gap to fill must be at least 0 frames, got {max_gap}")
     if not split_name.strip():
         raise PevlError("the split name must not be empty")
+    if shard is not None and (merge or not 0 <= shard[0] < shard[1]):
+        raise PevlError(f"shard {shard[0]}/{shard[1]}: K must be 0 .. N-1, and a shard run does not merge")
     start = time.perf_counter()
     out = check_output_file(out, "skeleton pickle")  # before any work
     kwargs = dict(backend_kwargs or {})
-    items, split = collect_videos(inputs, root=root)
+    items, split = collect_videos(inputs, root=root, **dict(list_options or {}))
     if not items:
         raise PevlError(f"{', '.join(map(str, [inputs] if isinstance(inputs, (str, Path)) else inputs))}: no videos")
     if labels:
         items = [
-            VideoItem(it.path, it.frame_dir, labels.get(it.frame_dir, it.label)) if it.label < 0 else it for it in items
+            replace(it, label=labels.get(it.frame_dir, it.label)) if it.label < 0 else it for it in items
         ]
     cache = PoseCache(cache_dir, backend=cache_tag(backend, max_persons=max_persons, **kwargs))
-    summary = ExtractSummary(out=out, total=len(items))
+    mine = range(len(items)) if shard is None else shards.shard_indices(len(items), *shard)
+    summary = ExtractSummary(out=out, total=len(mine))
     results: dict[int, PoseSequence] = {}
     todo: list[int] = []
-    for i, item in enumerate(items):
-        seq = cache.get(item.path)
+    for i in mine:
+        seq = cache.get(items[i].path, items[i].cache_clip)
         if seq is not None:
             results[i] = seq
             summary.cached += 1
         else:
             todo.append(i)
+    if merge and todo:
+        summary.failed = shards.merge_failures(out, items, todo)
+        todo = []
 
     bar = tqdm(total=len(items), initial=summary.cached, unit="video", desc="extract-poses", disable=not progress)
 
     def finish(i: int, status: str, payload: Any) -> None:
         if status == "ok":
-            cache.put(items[i].path, payload)
+            cache.put(items[i].path, payload, items[i].cache_clip)
             results[i] = payload
             summary.extracted += 1
             summary.frames += payload.num_frames
@@ -348,13 +411,18 @@ def extract_poses(
         if todo and (workers == 1 or len(todo) == 1):
             with create_extractor(backend, **kwargs) as extractor:
                 for i in todo:
-                    finish(i, *_extract_one(extractor, items[i].path, max_persons))
+                    finish(i, *_extract_one(extractor, items[i].path, max_persons, *items[i].clip_args))
         elif todo:
             _run_pool(items, todo, backend, kwargs, max_persons, min(workers, len(todo)), finish)
     finally:
         bar.close()
 
     done = sorted(results)
+    if shard is not None:
+        summary.out = shards.write_report(out, *shard, shards.inputs_digest(items), len(mine),
+                                          [items[i].frame_dir for i in done], summary.failed)  # fmt: skip
+        summary.seconds = time.perf_counter() - start
+        return summary
     if not done:
         first = summary.failed[0][1] if summary.failed else "nothing to do"
         raise PevlError(f"no video could be processed ({len(summary.failed)} failed; first: {first})")
@@ -372,7 +440,7 @@ def extract_poses(
     written = [items[i].frame_dir for i in done]
     splits = {name: [d for d in dirs if d in set(written)] for name, dirs in split.items()}
     splits[split_name] = written
-    save_pyskl(out, annotations, splits)
+    save_pyskl(out, annotations, splits, placeholder_label=placeholder_label)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -421,10 +489,11 @@ def _run_pool(
         while queue or suspects or pending:
             if suspects and not pending:
                 alone = suspects.popleft()
-                pending[pool.submit(_extract_in_worker, items[alone].path, max_persons)] = alone
+                item = items[alone]
+                pending[pool.submit(_extract_in_worker, item.path, max_persons, *item.clip_args)] = alone
             while not suspects and queue and len(pending) < 2 * workers:  # bounded: results are not piled up
                 i = queue.popleft()
-                pending[pool.submit(_extract_in_worker, items[i].path, max_persons)] = i
+                pending[pool.submit(_extract_in_worker, items[i].path, max_persons, *items[i].clip_args)] = i
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             broken = False
             for future in finished:

@@ -266,16 +266,24 @@ def dump_portable(obj: Any, file: BinaryIO) -> None:
     _PortablePickler(file, protocol=4).dump(_plain(obj))
 
 
-def save_pyskl(path: str | Path, annotations: list[dict], split: dict[str, list[str]] | None = None) -> None:
+def save_pyskl(
+    path: str | Path,
+    annotations: list[dict],
+    split: dict[str, list[str]] | None = None,
+    placeholder_label: int | None = None,
+) -> None:
     """Write annotations as a PYSKL skeleton pickle, atomically, loadable under numpy 1.x and 2.x.
 
     Annotations without a label (no ``label`` key, or a negative one) are written without a ``label`` key, as
-    PYSKL's own extraction tool does.
+    PYSKL's own extraction tool does, unless ``placeholder_label`` is given: they then get that label.
+    MMAction2 loads either; PYSKL's standard pipelines end in ``Collect(keys=['keypoint', 'label'])``, which
+    needs the key (``-1`` is the usual placeholder; pevl reads a negative label back as unlabelled).
 
     Args:
         path: Destination ``.pkl``.
         annotations: Annotation dicts (validated as by :func:`load_pyskl` before anything is written).
         split: Split name -> list of ``frame_dir``; when ``None``, one split ``"all"`` holds every annotation.
+        placeholder_label: The label written for unlabelled annotations (``None``: no ``label`` key).
 
     Raises:
         PevlError: For an invalid annotation or a split naming an unknown ``frame_dir``; nothing is written then.
@@ -284,7 +292,10 @@ def save_pyskl(path: str | Path, annotations: list[dict], split: dict[str, list[
     for i, ann in enumerate(annotations):
         out = validate_annotation(ann, path, i)
         if out["label"] < 0:
-            del out["label"]
+            if placeholder_label is None:
+                del out["label"]
+            else:
+                out["label"] = int(placeholder_label)
         checked.append(out)
     names = [ann["frame_dir"] for ann in checked]
     if split is None:
