@@ -329,3 +329,13 @@ def test_cached_class_texts_are_keyed_on_the_autocast_dtype():
         assert half is not full and half.sentence.dtype == torch.bfloat16
         assert model.encode_class_texts(texts) is half
     assert model.encode_class_texts(texts).sentence.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name,paper", [("pevl_paper_params_vit_b16", 43e6), ("pevl_paper_params_vit_l14", 112e6)])
+def test_paper_params_presets_match_table_2_and_only_widen_the_adapters(name, paper):
+    with torch.device("meta"):
+        model = create_model(name)
+    tunable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert abs(tunable - paper) < 0.01 * paper
+    default = get_config(name.replace("_paper_params", ""))
+    assert model.config.replace(adapter_ratio=default.adapter_ratio) == default  # nothing else differs

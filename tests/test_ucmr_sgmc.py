@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from model_helpers import LABELS, clip_inputs, randomize, tiny_model
 from pevl.models.config import MAX_LOGIT_SCALE
-from pevl.models.losses import strength_coefficients, weighted_info_nce
+from pevl.models.losses import SGMCLoss, strength_coefficients, weighted_info_nce
 from pevl.models.presets import create_model, get_config
 from pevl.models.sgmc import SemanticConceptAttention, clamp_logit_scales
 from pevl.models.ucmr import P2VRefinement, UCMRBlock, V2PRefinement
@@ -248,3 +248,67 @@ def test_p2v_on_the_cls_token_alone_gives_the_cls_token_of_the_full_refinement()
     cls_video, cls_pose, _ = block(video, pose, present=present, refine_patches=False)
     torch.testing.assert_close(cls_video[:, :, 0], full_video[:, :, 0], atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(cls_pose, full_pose, atol=0, rtol=0)
+
+
+# ---- two processes give the losses and gradients of one --------------------------------------------------------------
+
+
+def _sgmc_inputs(x: torch.Tensor, classes: torch.Tensor, logit_scale: torch.Tensor) -> tuple:
+    clip = {"video": F.normalize(x[:, 0], dim=-1), "fused": F.normalize(x[:, 1], dim=-1)}
+    action = {stream: feats @ classes.t() for stream, feats in clip.items()}
+    sub_action = {stream: (0.5 * sim).tanh() for stream, sim in action.items()}
+    return clip, action, sub_action, classes, logit_scale.exp()
+
+
+def _two_process_worker(rank: int, world: int, port: int, data: dict, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        n = data["x"].shape[0] // world
+        rows = slice(rank * n, (rank + 1) * n)
+        x = data["x"][rows].clone().requires_grad_()
+        logit_scale = data["logit_scale"].clone().requires_grad_()
+        criterion = SGMCLoss(get_config("pevl_tiny"))
+        losses = criterion(*_sgmc_inputs(x, data["classes"], logit_scale)[:4], data["labels"][rows],
+                           logit_scale.exp())  # fmt: skip
+        criterion.total(losses).backward()
+        result = {name: value.detach() for name, value in losses.items()}
+        result.update(x_grad=x.grad, scale_grad=logit_scale.grad)
+        torch.save(result, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_two_processes_give_the_losses_and_gradients_of_one(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    gen = torch.Generator().manual_seed(0)
+    data = {
+        "x": torch.randn(6, 2, 8, generator=gen),
+        "classes": F.normalize(torch.randn(4, 8, generator=gen), dim=-1),
+        "labels": torch.tensor([0, 2, 2, 1, 3, 0]),
+        "logit_scale": torch.tensor(2.0),
+    }
+    x = data["x"].clone().requires_grad_()
+    logit_scale = data["logit_scale"].clone().requires_grad_()
+    criterion = SGMCLoss(get_config("pevl_tiny"))
+    clip, action, sub_action, classes, _ = _sgmc_inputs(x, data["classes"], logit_scale)
+    reference = criterion(clip, action, sub_action, classes, data["labels"], logit_scale.exp())
+    assert {"loss_t2v_fused", "loss_semantic_guided"} <= reference.keys()  # the terms that gather
+    criterion.total(reference).backward()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # fork: no new interpreter to start, so the two processes take well under a second.
+    mp.start_processes(_two_process_worker, args=(2, port, data, str(tmp_path)), nprocs=2, start_method="fork")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for name, value in reference.items():  # every term is a mean over the local rows: the ranks average to it
+        torch.testing.assert_close((ranks[0][name] + ranks[1][name]) / 2, value.detach(), msg=name)
+    # DistributedDataParallel averages the gradients of the two processes: that is the one-process gradient.
+    torch.testing.assert_close(torch.cat([r["x_grad"] for r in ranks]) / 2, x.grad)
+    torch.testing.assert_close((ranks[0]["scale_grad"] + ranks[1]["scale_grad"]) / 2, logit_scale.grad)
