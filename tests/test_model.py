@@ -339,3 +339,14 @@ def test_paper_params_presets_match_table_2_and_only_widen_the_adapters(name, pa
     assert abs(tunable - paper) < 0.01 * paper
     default = get_config(name.replace("_paper_params", ""))
     assert model.config.replace(adapter_ratio=default.adapter_ratio) == default  # nothing else differs
+
+
+def test_a_model_built_in_inference_mode_scores_without_the_cache():
+    with torch.inference_mode():
+        model = create_model("pevl_tiny").eval()
+        texts = model.build_class_texts(LABELS)
+        first = model.encode_class_texts(texts)
+        out = model(**clip_inputs(model), texts=texts)
+    assert out.logits.shape == (3, len(LABELS))
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_class_texts(texts).sentence, first.sentence)

@@ -220,3 +220,28 @@ def test_the_training_step_clamps_the_logit_scale():
     model.sgmc.logit_scale.grad = torch.tensor(-10.0)  # a step that pushes the scale far above the cap
     assert trainer._optimizer_step()
     assert model.sgmc.logit_scale.item() == pytest.approx(math.log(MAX_LOGIT_SCALE))
+
+
+def test_resuming_clamps_a_logit_scale_saved_above_the_cap(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import pevl.engine.train as train_module
+    from pevl.engine.train import Trainer
+    from pevl.models.config import MAX_LOGIT_SCALE
+
+    model = create_model("pevl_tiny")
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    saved["sgmc.logit_scale"] = torch.tensor(math.log(1000.0))  # written when only the forward capped the scale
+    checkpoint = SimpleNamespace(config={}, step=3, epoch=1, extra={}, metrics={})
+    monkeypatch.setattr(train_module, "locate_checkpoint", lambda source: tmp_path / "ckpt")
+    monkeypatch.setattr(train_module, "load_checkpoint", lambda path, device: checkpoint)
+    monkeypatch.setattr(train_module, "config_changes", lambda old, new: [])
+    monkeypatch.setattr(train_module, "load_model_state", lambda m, ckpt: m.load_state_dict(saved))
+    monkeypatch.setattr(train_module, "restore_training_state", lambda *args, **kwargs: None)
+    trainer = Trainer.__new__(Trainer)
+    trainer.model, trainer.work_dir, trainer.main = model, tmp_path, False
+    trainer.cfg = SimpleNamespace(to_dict=dict)
+    trainer.info = SimpleNamespace(rank=0)
+    trainer.optimizer = trainer.scheduler = trainer.sampler = None
+    trainer._resume(tmp_path / "ckpt")
+    assert model.sgmc.logit_scale.item() == pytest.approx(math.log(MAX_LOGIT_SCALE))

@@ -110,6 +110,8 @@ class PeVL(nn.Module):
             return None
         autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
         text_params = [*self.clip.text.parameters(), *self.text_encoder.parameters()]
+        if any(p.is_inference() for p in text_params):  # built under torch.inference_mode: no version to key on
+            return None
         weights = tuple((p.data_ptr(), p.dtype, p._version) for p in text_params)
         digest = hashlib.sha1(tokens.cpu().numpy().tobytes()).hexdigest()
         return digest, tuple(tokens.shape), str(device), str(autocast), weights
