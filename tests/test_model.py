@@ -292,3 +292,61 @@ def test_meta_device_builds_full_size_models_without_memory():
         model = create_model("pevl_vit_l14")
     assert model.clip.visual.blocks[0].attn.qkv.weight.is_meta
     assert model.config.clip.vision.width == 1024 and len(model.clip.visual.blocks) == 24
+
+
+@torch.no_grad()
+def test_cached_class_texts_follow_every_weight_change():
+    model = create_model("pevl_tiny").eval()
+    texts = model.build_class_texts(LABELS)
+    first = model.encode_class_texts(texts).sentence.clone()
+    # load_state_dict of other weights, in eval mode: the cache must not serve the old features.
+    other = create_model("pevl_tiny")
+    for param in other.text_encoder.parameters():
+        param.normal_(std=0.1)
+    model.load_state_dict(other.state_dict())
+    expected = other.eval().encode_class_texts(texts).sentence
+    got = model.encode_class_texts(texts).sentence
+    assert not torch.allclose(got, first, atol=1e-4)
+    torch.testing.assert_close(got, expected)
+    # An in-place change of one weight (an optimiser step, a user's edit) too.
+    model.text_encoder.adapters[-1].fc2.bias[:4].add_(1.0)  # not all channels alike: ln_final would remove it
+    changed = model.encode_class_texts(texts).sentence
+    assert not torch.allclose(changed, got, atol=1e-4)
+    # Frozen CLIP text weights count as well.
+    model.clip.text.ln_final.weight.mul_(2.0)
+    assert not torch.allclose(model.encode_class_texts(texts).sentence, changed, atol=1e-4)
+    # Unchanged weights: the cached features themselves.
+    assert model.encode_class_texts(texts) is model.encode_class_texts(texts)
+
+
+@torch.no_grad()
+def test_cached_class_texts_are_keyed_on_the_autocast_dtype():
+    model = create_model("pevl_tiny").eval()
+    texts = model.build_class_texts(LABELS)
+    full = model.encode_class_texts(texts)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = model.encode_class_texts(texts)
+        assert half is not full and half.sentence.dtype == torch.bfloat16
+        assert model.encode_class_texts(texts) is half
+    assert model.encode_class_texts(texts).sentence.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name,paper", [("pevl_paper_params_vit_b16", 43e6), ("pevl_paper_params_vit_l14", 112e6)])
+def test_paper_params_presets_match_table_2_and_only_widen_the_adapters(name, paper):
+    with torch.device("meta"):
+        model = create_model(name)
+    tunable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert abs(tunable - paper) < 0.01 * paper
+    default = get_config(name.replace("_paper_params", ""))
+    assert model.config.replace(adapter_ratio=default.adapter_ratio) == default  # nothing else differs
+
+
+def test_a_model_built_in_inference_mode_scores_without_the_cache():
+    with torch.inference_mode():
+        model = create_model("pevl_tiny").eval()
+        texts = model.build_class_texts(LABELS)
+        first = model.encode_class_texts(texts)
+        out = model(**clip_inputs(model), texts=texts)
+    assert out.logits.shape == (3, len(LABELS))
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_class_texts(texts).sentence, first.sentence)

@@ -359,3 +359,212 @@ def test_old_field_names_of_saved_configs_still_load():
     data["content_loss"] = data.pop("semantic_guided_loss")
     data["content_loss_weight"] = data.pop("semantic_guided_loss_weight")
     assert PeVLConfig.from_dict(data) == get_config("pevl_tiny")
+
+
+# ---- paths the default forward does not take -----------------------------------------------------------------------
+
+MASKED_CASES = [
+    ("pevl_tiny", {}),
+    ("pevl_tiny", {"v2p_hard_assignment": True, "background_token": False}),
+    ("pt_tiny", {}),
+    ("vl_tiny", {}),
+    ("pevl_poseformer_tiny", {}),
+    ("pevl_no_tattn_tiny", {}),
+    ("pevl_ucmr2_tiny", {"background_token": False}),
+]
+
+
+def masked_inputs(model, batch=3, seed=17):
+    """Sample 0: one pose window with nobody; sample 1: nobody in the whole clip; the rest: joints missing."""
+    inputs = clip_inputs(model, batch=batch, seed=seed, missing=0.3)
+    if inputs["pose"] is not None:
+        w = model.config.pose_window
+        inputs["pose"][0, w : 2 * w, :, 2] = 0.0
+        inputs["pose"][1, ..., 2] = 0.0
+    return inputs
+
+
+@pytest.mark.parametrize("name,overrides", MASKED_CASES)
+@torch.no_grad()
+def test_the_explicit_attention_path_gives_the_scores_of_the_sdpa_path(name, overrides):
+    # ``explain`` runs need_weights=True: its predictions must be those of ``predict``.
+    model = tiny_model(name, **overrides)
+    inputs = masked_inputs(model)
+    labels = torch.tensor([0, 3, 1])
+    plain = model(**inputs, texts=LABELS, labels=labels)
+    explained = model(**inputs, texts=LABELS, labels=labels, need_weights=True)
+    assert explained.maps and not plain.maps
+    torch.testing.assert_close(explained.logits, plain.logits, atol=1e-5, rtol=1e-5)
+    for term, value in plain.losses.items():
+        torch.testing.assert_close(explained.losses[term], value, atol=1e-5, rtol=1e-5, msg=term)
+    for stream, feature in plain.features.items():
+        torch.testing.assert_close(explained.features[stream], feature, atol=1e-5, rtol=1e-5, msg=stream)
+
+
+@pytest.mark.parametrize("name", ["pevl_tiny", "pt_tiny", "pevl_ucmr2_tiny"])
+def test_gradient_checkpointing_gives_the_same_losses_and_gradients(name):
+    plain = tiny_model(name).train()
+    checkpointed = tiny_model(name, grad_checkpointing=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    inputs = masked_inputs(plain, batch=4)
+    labels = torch.tensor([0, 3, 1, 1])
+    out = plain(**inputs, texts=LABELS, labels=labels)
+    out_ckpt = checkpointed(**inputs, texts=LABELS, labels=labels)
+    out.loss.backward()
+    out_ckpt.loss.backward()
+    assert out.losses.keys() == out_ckpt.losses.keys()
+    for term, value in out.losses.items():
+        torch.testing.assert_close(out_ckpt.losses[term], value, atol=1e-6, rtol=1e-6, msg=term)
+    grads = {n: p.grad for n, p in checkpointed.named_parameters() if p.requires_grad}
+    for param_name, param in plain.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and grads[param_name] is not None, param_name
+            torch.testing.assert_close(grads[param_name], param.grad, atol=1e-6, rtol=1e-5, msg=param_name)
+
+
+@pytest.mark.parametrize("overrides", [{"v2p_hard_assignment": True}, {"background_token": False},
+                                       {"v2p_hard_assignment": True, "background_token": False}])  # fmt: skip
+def test_hard_assignment_and_no_background_token_forward_and_backward(overrides):
+    model = tiny_model("pevl_tiny", **overrides).train()
+    inputs = masked_inputs(model, batch=3)
+    out = model(**inputs, texts=LABELS, labels=torch.tensor([0, 3, 1]), need_weights=True)
+    assignment = out.maps["ucmr"][0].assignment  # [B, T_v, w, G, N]
+    groups = 17 + (1 if model.config.background_token else 0)
+    assert assignment.shape[3] == groups
+    present = (inputs["pose"][..., 2] > 0).view(*assignment.shape[:3], 17)
+    nobody = ~present.any(dim=-1)
+    assert assignment[..., :17, :][~present].abs().max() == 0, "a missing joint is no group"
+    totals = assignment.sum(dim=3)  # per patch: one, or nothing in a frame with no group at all
+    expected = torch.where(nobody & (groups == 17), 0.0, 1.0)[..., None].expand_as(totals)
+    torch.testing.assert_close(totals.detach(), expected)
+    if model.config.v2p_hard_assignment:
+        values = assignment.detach()
+        assert torch.minimum(values, (1 - values).abs()).max() < 1e-6, "a hard assignment is one-hot"
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    for param_name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and torch.isfinite(param.grad).all(), param_name
+    v2p = model.ucmr[0].v2p
+    assert v2p.q.weight.grad.abs().sum() > 0 and v2p.k.weight.grad.abs().sum() > 0  # the assignment itself learns
+    if v2p.background is not None:
+        assert v2p.background.grad.abs().sum() > 0
+
+
+# ---- resizing the position embeddings ------------------------------------------------------------------------------
+
+
+def _cubic_matrix(size_in: int, size_out: int, a: float = -0.75) -> torch.Tensor:
+    """1-D bicubic resampling as a matrix [out, in]: Keys' kernel, half-pixel centres, edges repeated."""
+
+    def kernel(x: float) -> float:
+        x = abs(x)
+        if x <= 1:
+            return (a + 2) * x**3 - (a + 3) * x**2 + 1
+        if x < 2:
+            return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+        return 0.0
+
+    matrix = torch.zeros(size_out, size_in, dtype=torch.float64)
+    for i in range(size_out):
+        src = (i + 0.5) * size_in / size_out - 0.5
+        base = math.floor(src)
+        for tap in range(base - 1, base + 3):
+            matrix[i, min(max(tap, 0), size_in - 1)] += kernel(src - tap)
+    return matrix
+
+
+@pytest.mark.parametrize("old,new", [(4, 8), (4, 6), (7, 14), (14, 7)])
+def test_position_embedding_resize_matches_an_independent_bicubic_interpolation(old, new):
+    from pevl.models.clip import resize_pos_embed
+
+    pos = torch.randn(1 + old * old, 5, dtype=torch.float64)
+    grid = pos[1:].reshape(old, old, 5)  # [row, column, channel]: row-major like the patch sequence
+    m = _cubic_matrix(old, new)
+    expected = torch.einsum("ir,rcd,jc->ijd", m, grid, m).reshape(new * new, 5)
+    resized = resize_pos_embed(pos.float(), new)
+    assert resized.shape == (1 + new * new, 5)
+    torch.testing.assert_close(resized[0], pos[0].float())  # [cls] keeps its position
+    torch.testing.assert_close(resized[1:], expected.float(), atol=1e-5, rtol=1e-5)
+    # Rows stay rows: an embedding that only depends on the row only depends on the row after resizing.
+    rows = torch.arange(old, dtype=torch.float32)[:, None, None].expand(old, old, 5).reshape(-1, 5)
+    out = resize_pos_embed(torch.cat([torch.zeros(1, 5), rows]), new)[1:].reshape(new, new, 5)
+    assert (out - out[:, :1]).abs().max() < 1e-5 and (out[1:, 0] - out[:-1, 0]).abs().min() > 0
+
+
+@torch.no_grad()
+def test_images_of_another_size_use_the_resized_grid():
+    model = tiny_model("vl_tiny")
+    visual = model.clip.visual
+    g = visual.cfg.grid_size
+    images = torch.randn(2, 3, 2 * visual.cfg.image_size, 2 * visual.cfg.image_size)
+    m = _cubic_matrix(g, 2 * g).float()
+    grid = visual.pos_embed[1:].reshape(g, g, -1)
+    pos = torch.cat([visual.pos_embed[:1], torch.einsum("ir,rcd,jc->ijd", m, grid, m).reshape(4 * g * g, -1)])
+    patches = visual.patch_embed(images).flatten(2).transpose(1, 2)
+    tokens = torch.cat([visual.cls_token.expand(2, 1, -1), patches], dim=1) + pos
+    torch.testing.assert_close(visual.embed(images), visual.ln_pre(tokens), atol=1e-5, rtol=1e-5)
+
+
+def _linear_resample(embed: torch.Tensor, frames: int) -> torch.Tensor:
+    """Each channel of ``[T0, D]`` interpolated linearly at ``frames`` points spread over the same span (numpy)."""
+    import numpy as np
+
+    old = np.linspace(0.0, 1.0, embed.shape[0]) if embed.shape[0] > 1 else np.zeros(1)
+    new = np.linspace(0.0, 1.0, frames)
+    columns = [np.interp(new, old, column) for column in embed.double().numpy().T]
+    return torch.from_numpy(np.stack(columns, axis=1)).float()
+
+
+@pytest.mark.parametrize("frames", [2, 3, 8, 16])
+@torch.no_grad()
+def test_temporal_embeddings_resize_linearly_for_other_clip_lengths(frames):
+    from pevl.models.clip import resize_temporal_embed
+    from pevl.models.pose_encoder import PoseEmbedding
+
+    embed = torch.randn(8, 6)
+    torch.testing.assert_close(resize_temporal_embed(embed, frames), _linear_resample(embed, frames))
+    # The pose embedding of T frames is the one trained for T frames would be, with the resampled rows.
+    trained = PoseEmbedding(3, 17, 8, 16)
+    fresh = PoseEmbedding(3, 17, frames, 16)
+    fresh.load_state_dict({**trained.state_dict(), "temporal_embed": _linear_resample(trained.temporal_embed, frames)})
+    pose = torch.rand(2, frames, 17, 3) * 2 - 1
+    torch.testing.assert_close(trained(pose), fresh(pose), atol=1e-6, rtol=1e-6)
+
+
+@torch.no_grad()
+def test_a_video_of_another_length_uses_the_resampled_temporal_embedding():
+    model = tiny_model("vl_tiny")  # 4 video frames
+    model.video_encoder.temporal_embed.normal_()
+    other = tiny_model("vl_tiny", num_video_frames=2, num_pose_frames=2)
+    other.load_state_dict(
+        {**model.state_dict(), "video_encoder.temporal_embed": _linear_resample(model.video_encoder.temporal_embed, 2)}
+    )
+    video = torch.randn(2, 2, 3, 32, 32)
+    torch.testing.assert_close(model.encode_video(video), other.encode_video(video), atol=1e-5, rtol=1e-5)
+
+
+# ---- long label prompts ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt", ["label", "action", "coarse"])
+@torch.no_grad()
+def test_the_end_of_text_token_of_a_long_prompt_is_never_a_label_word(prompt):
+    from pevl.models.tokenizer import get_tokenizer
+
+    model = tiny_model("pevl_tiny", prompt=prompt)
+    long_label = ", ".join(f"twist {k} pike somersault" for k in range(40))  # far more than 77 tokens
+    texts = model.build_class_texts(["tuck", long_label], coarse=["diving", "diving"])
+    eot_id = get_tokenizer().eot_token_id
+    assert texts.tokens[1, -1] == eot_id and texts.tokens[1].argmax() == texts.tokens.shape[1] - 1
+    assert not texts.word_mask[1, -1] and texts.phrase_index[1, -1] == -1
+    start = int(texts.word_mask[1].nonzero()[0])
+    # Every position between the first label word and the end-of-text token is a word or a comma.
+    commas = texts.tokens[1, start:-1] == get_tokenizer().encode(",")[0]
+    assert (texts.word_mask[1, start:-1] | commas).all()
+    encoded = model.encode_class_texts(texts)
+    eot = texts.tokens.argmax(dim=-1)
+    assert not encoded.word_mask[torch.arange(2), eot].any()
+    assert encoded.word_mask[0].sum() == 1  # "tuck"
+    out = model(**clip_inputs(model, batch=1), texts=texts)
+    assert torch.isfinite(out.logits).all()

@@ -3,45 +3,61 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from pevl.engine.config import OptimSection
 from pevl.errors import PevlError
+from pevl.models.clip import TextTransformer, VisionTransformer
 
-NO_DECAY_KEYWORDS = ("embed", "token", "logit_scale")
+DECAYED_WEIGHTS: dict[type[nn.Module], tuple[str, ...]] = {
+    nn.Linear: ("weight",),
+    nn.Conv1d: ("weight",),
+    nn.Conv2d: ("weight",),
+    nn.Conv3d: ("weight",),
+    nn.MultiheadAttention: ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"),
+    VisionTransformer: ("proj",),  # CLIP's image projection: a linear map held as a bare matrix
+    TextTransformer: ("proj",),  # CLIP's text projection, likewise
+}
+"""The parameters that get weight decay, by the role they play: the matrices of linear and convolution layers.
+
+Nothing else is decayed: biases, norm scales, embeddings (positional, temporal, joint, token), learnable tokens
+(class, V2P-R background), the logit scale, temperatures and adapter scales. Shrinking them towards zero has no
+regularising meaning. The rule looks at what owns a parameter, never at its name (a linear layer named ``embed`` is
+still a linear layer).
+"""
 
 
-def no_weight_decay(name: str, param: torch.Tensor, keywords: Sequence[str] = NO_DECAY_KEYWORDS) -> bool:
-    """Whether a parameter is exempt from weight decay.
+def decayed_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters of ``model`` that :data:`DECAYED_WEIGHTS` says get weight decay."""
+    names: set[str] = set()
+    for module_name, module in model.named_modules():
+        for kind, attributes in DECAYED_WEIGHTS.items():
+            if isinstance(module, kind):
+                for attribute in attributes:
+                    if isinstance(getattr(module, attribute, None), nn.Parameter):
+                        names.add(f"{module_name}.{attribute}" if module_name else attribute)
+    return names
 
-    Biases, norm scales and other 1-D parameters, embeddings (positional, temporal, joint), learnable tokens
-    (the V2P-R background token, class tokens) and logit scales are not decayed: shrinking them towards zero
-    has no regularising meaning.
-    """
-    lowered = name.lower()
-    return param.ndim <= 1 or any(k in lowered for k in keywords)
 
-
-def param_groups(
-    model: torch.nn.Module, weight_decay: float, keywords: Sequence[str] = NO_DECAY_KEYWORDS
-) -> list[dict[str, Any]]:
-    """Trainable parameters split into a decayed and a non-decayed group (empty groups left out)."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters split by role into a decayed and a non-decayed group (empty groups left out)."""
+    decayed = decayed_parameter_names(model)
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     decay_names: list[str] = []
     no_decay_names: list[str] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if no_weight_decay(name, param, keywords):
-            no_decay.append(param)
-            no_decay_names.append(name)
-        else:
+        if name in decayed:
             decay.append(param)
             decay_names.append(name)
+        else:
+            no_decay.append(param)
+            no_decay_names.append(name)
     groups = [
         {"name": "decay", "params": decay, "weight_decay": weight_decay, "param_names": decay_names},
         {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "param_names": no_decay_names},

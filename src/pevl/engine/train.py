@@ -56,6 +56,7 @@ from pevl.engine.pose_prep import ensure_poses
 from pevl.engine.rng import capture_rng, seed_everything
 from pevl.engine.sampler import ResumableSampler
 from pevl.errors import PevlError
+from pevl.models.sgmc import clamp_logit_scales
 from pevl.utils.io import check_output_dir
 
 MAX_SKIPPED_IN_A_ROW = 20
@@ -218,6 +219,7 @@ class Trainer:
             shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
             print(f"warning: resuming {latest} with a config that differs in {shown}", file=sys.stderr)
         load_model_state(self.model, checkpoint)
+        clamp_logit_scales(self.model)  # weights saved when only the forward capped the scale may lie above
         restore_training_state(
             checkpoint, optimizer=self.optimizer, scheduler=self.scheduler, sampler=self.sampler, rank=self.info.rank
         )
@@ -333,6 +335,7 @@ class Trainer:
             return False
         self._skipped_in_a_row = 0
         self.optimizer.step()
+        clamp_logit_scales(self.model)  # as CLIP: the parameter is capped, so its gradient keeps flowing at the cap
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1

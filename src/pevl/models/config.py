@@ -22,7 +22,7 @@ PROMPTS = ("label", "action", "coarse")
 POSE_BACKBONES = ("clip", "poseformer")
 POSE_NORMALIZATIONS = ("crop", "clip")
 MAX_LOGIT_SCALE = 100.0
-"""The logit scale of every contrast is used clamped at this value, as in CLIP."""
+"""The logit scale of every contrast is kept at most this value, as in CLIP (the parameter, after each step)."""
 COCO17_TREE: tuple[int, ...] = (0, 0, 0, 1, 2, 0, 0, 5, 6, 7, 8, 5, 6, 11, 12, 13, 14)
 """Parent of each COCO-17 joint (nose is the root); a test checks it equals ``pevl.data.pose.layouts.COCO17_PARENT``."""
 RENAMED_FIELDS = {"content_loss": "semantic_guided_loss", "content_loss_weight": "semantic_guided_loss_weight"}
@@ -83,7 +83,7 @@ class PeVLConfig:
     sub_action_streams: tuple[str, ...] = STREAMS  # streams whose frames the label words attend over
     sub_action_temperature: float = 0.1  # reconstruction: initial (learnable) temperature of word -> frame attention
     semantic_guided_loss: bool = True  # semantic-guided loss with strength coefficients (Fig. 3) on fused features
-    logit_scale_init: float = 1 / 0.07  # learnable logit scale of every contrast, initial value (used clamped at 100)
+    logit_scale_init: float = 1 / 0.07  # learnable logit scale of every contrast, initial value (kept <= 100)
     action_loss_weight: float = 1.0  # weight of each action-level cross-entropy
     text_to_vision_loss_weight: float = 0.5  # reconstruction: weight of each text -> vision term
     sub_action_loss_weight: float = 1.0  # reconstruction: weight of each sub-action-level cross-entropy

@@ -62,7 +62,8 @@ class PeVL(nn.Module):
         self.sgmc = SGMC(cfg)
         if cfg.freeze_clip:
             self.clip.requires_grad_(False)
-        self._text_cache: tuple[str, TextFeatures] | None = None
+        self._text_cache: tuple[tuple[Any, ...], TextFeatures] | None = None
+        self.register_load_state_dict_post_hook(_drop_text_cache)
 
     # ---- encoders ---------------------------------------------------------------------------------------------------
     def encode_video(self, video: Tensor) -> Tensor:
@@ -87,19 +88,33 @@ class PeVL(nn.Module):
         return build_class_texts(labels, coarse, self.config.prompt, self.config.clip.text.context_length)
 
     def encode_class_texts(self, texts: ClassTexts) -> TextFeatures:
-        """Encode class prompts; in eval mode without gradients the result is cached until the next train()."""
-        cacheable = not self.training and not torch.is_grad_enabled()
-        key = ""
-        if cacheable and texts.tokens.device.type != "meta":
-            key = hashlib.sha1(texts.tokens.cpu().numpy().tobytes()).hexdigest()
-            if self._text_cache is not None and self._text_cache[0] == key:
-                return self._text_cache[1]
+        """Encode class prompts; in eval mode without gradients the result is cached.
+
+        The cache is keyed on the token ids, the device, the autocast dtype and the text weights (each parameter's
+        storage and in-place version, so an optimiser step or an in-place edit invalidates it), and dropped by
+        :meth:`train`, :meth:`eval` and :meth:`load_state_dict`.
+        """
         device = self.clip.text.pos_embed.device
+        key = self._text_cache_key(texts.tokens, device)
+        if key is not None and self._text_cache is not None and self._text_cache[0] == key:
+            return self._text_cache[1]
         texts = texts.to(device)
         feats = self.text_encoder.encode(texts.tokens, texts.word_mask, texts.phrase_index, self.clip.text)
-        if key:
+        if key is not None:
             self._text_cache = (key, feats)
         return feats
+
+    def _text_cache_key(self, tokens: Tensor, device: torch.device) -> tuple[Any, ...] | None:
+        """What the encoded class texts depend on, or ``None`` when they are not to be cached (training, gradients)."""
+        if self.training or torch.is_grad_enabled() or tokens.device.type == "meta" or device.type == "meta":
+            return None
+        autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        text_params = [*self.clip.text.parameters(), *self.text_encoder.parameters()]
+        if any(p.is_inference() for p in text_params):  # built under torch.inference_mode: no version to key on
+            return None
+        weights = tuple((p.data_ptr(), p.dtype, p._version) for p in text_params)
+        digest = hashlib.sha1(tokens.cpu().numpy().tobytes()).hexdigest()
+        return digest, tuple(tokens.shape), str(device), str(autocast), weights
 
     def train(self, mode: bool = True) -> PeVL:
         """Switch train/eval mode; drops the cached class-text features."""
@@ -144,9 +159,7 @@ class PeVL(nn.Module):
             self._require(video_tokens.shape[0] == pose_tokens.shape[0], "video and pose batches differ in size")
         ucmr_maps: list[UCMRMaps] = []
         if self.ucmr is not None:
-            for block in self.ucmr:
-                video_tokens, pose_tokens, block_maps = block(video_tokens, pose_tokens, need_weights, present)
-                ucmr_maps.append(block_maps)
+            video_tokens, pose_tokens, ucmr_maps = self.run_ucmr(video_tokens, pose_tokens, need_weights, present)
         maps["ucmr"] = ucmr_maps
         video_frames = pose_frames = pose_mask = None
         if video_tokens is not None:
@@ -155,6 +168,28 @@ class PeVL(nn.Module):
             pose_frames, pose_mask = self.pose_encoder.frame_features(pose_tokens, self.clip.visual, pose)
         frames, masks = self.sgmc.stream_frames(video_frames, pose_frames, pose_mask)
         return frames, masks, maps
+
+    def run_ucmr(
+        self, video_tokens: Tensor, pose_tokens: Tensor, need_weights: bool = False, present: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, list[UCMRMaps]]:
+        """Run the UCMR blocks on the encoders' tokens (``[B, T_v, 1+N, D]`` and ``[B, T_p, J, D]``).
+
+        Only the [cls] tokens of the video leave UCMR (the clip feature is theirs), so the last block's P2V-R refines
+        the [cls] tokens alone and its returned patch tokens are those it received, unless the maps are asked for
+        (they draw every patch's attention).
+
+        Returns:
+            The refined video and pose tokens and each block's maps.
+        """
+        self._require(self.ucmr is not None, "this model has no UCMR block")
+        maps: list[UCMRMaps] = []
+        last = len(self.ucmr) - 1
+        for i, block in enumerate(self.ucmr):
+            video_tokens, pose_tokens, block_maps = block(
+                video_tokens, pose_tokens, need_weights, present, refine_patches=need_weights or i < last
+            )
+            maps.append(block_maps)
+        return video_tokens, pose_tokens, maps
 
     def forward(
         self,
@@ -212,3 +247,8 @@ class PeVL(nn.Module):
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Named parameters that receive gradients."""
         return [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+
+
+def _drop_text_cache(module: nn.Module, incompatible_keys: Any) -> None:
+    """``load_state_dict`` post-hook: new weights make the cached class-text features stale."""
+    module._text_cache = None

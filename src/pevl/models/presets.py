@@ -18,6 +18,8 @@ variant                what it is
 ``pevl_prompt_label``  label text alone as the prompt (Table 4, first row)
 ``pevl_prompt_action`` "a video of action {label}" (Table 4, second row)
 ``pevl_ucmr2/3``       two / three UCMR blocks (Fig. 7)
+``pevl_paper_params``  the full model with wider adapters, so that its tunable parameters match the paper's Table 2
+                       (43 M for ViT-B/16, 112 M for ViT-L/14; ViT-B/16 and ViT-L/14 only, see docs/model.md)
 =====================  ======================================================================================
 """
 
@@ -58,6 +60,10 @@ _PROMPT_LABEL = {"prompt": "label"}
 _PROMPT_ACTION = {"prompt": "action"}
 _UCMR2 = {"num_ucmr_blocks": 2}
 _UCMR3 = {"num_ucmr_blocks": 3}
+# Adapter bottlenecks (every adapter: video, pose, text, P2V-R) wide enough that the tunable parameters match
+# Table 2: 0.42 x 768 = 322 channels gives 42.9 M for ViT-B/16, 0.35 x 1024 = 358 gives 112.0 M for ViT-L/14.
+_PAPER_PARAMS_B16 = {"adapter_ratio": 0.42}
+_PAPER_PARAMS_L14 = {"adapter_ratio": 0.35}
 
 # Every preset written out, so that searching for a name finds it: name -> (description, config fields).
 _REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
@@ -95,6 +101,10 @@ _REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
     "pevl_ucmr2_tiny": ("PeVL with two UCMR blocks (tiny)", {**_TINY, **_UCMR2}),
     "pevl_ucmr3": ("PeVL with three UCMR blocks (ViT-B/16)", {**_B16, **_UCMR3}),
     "pevl_ucmr3_tiny": ("PeVL with three UCMR blocks (tiny)", {**_TINY, **_UCMR3}),
+    "pevl_paper_params_vit_b16": ("PeVL with adapters of 0.42 x width: 43 M tunable as in Table 2 (ViT-B/16)",
+                                  {**_B16, **_PAPER_PARAMS_B16}),
+    "pevl_paper_params_vit_l14": ("PeVL with adapters of 0.35 x width: 112 M tunable as in Table 2 (ViT-L/14)",
+                                  {**_L14, **_PAPER_PARAMS_L14}),
 }  # fmt: skip
 
 

@@ -5,16 +5,18 @@ fusion ``[B, T_p, E]`` (each video frame repeated over its pose window, concaten
 a clip feature is the mean over the frames (z_v, z_p, z_vp). Texts: the class sentence embeddings z_t and the token
 features of each label's words.
 
-* **action level**: each stream's clip feature against all class texts (learnable logit scale, clamped at 100);
+* **action level**: each stream's clip feature against all class texts (learnable logit scale, at most 100);
 * **sub-action level** ("semantic concept attention", Fig. 11): every label word attends over the frames of a stream;
   each word is compared with the frames it attends to and the class similarity is the mean over its words;
 * the losses of both levels, the text -> vision direction and the **semantic-guided loss** are in
   :mod:`pevl.models.losses`.
 
 **Missing people**: a pose frame with nobody detected has no feature; it is left out of the pose clip mean and is no
-key of the word -> frame attention, and in the fused stream its pose half is zero (the fused frame then carries the
-video frame alone). A clip with nobody in it has a zero pose feature: its pose similarities are 0 for every class,
-so the pose stream's scores are uniform, finite, and the fused stream falls back on the video.
+key of the word -> frame attention, and in the fused stream its pose half is the clip's pose feature over the detected
+frames (z_p). The fused clip feature is then exactly ``fusion([z_v; z_p])``: it depends on which frames are missing
+only as much as z_p does, instead of its pose half shrinking with the share of empty frames. A clip with nobody in it
+has a zero pose feature: its pose similarities are 0 for every class, so the pose stream's scores are uniform, finite,
+and the fused stream falls back on the video.
 
 **Precision**: similarities, scores and losses are computed in float32 with autocast off, whatever the caller's
 autocast.
@@ -47,6 +49,17 @@ def masked_mean(frames: Tensor, mask: Tensor | None) -> Tensor:
         return frames.mean(dim=1)
     weight = mask.to(frames.dtype).unsqueeze(-1)
     return (frames * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
+
+
+def clamp_logit_scales(model: nn.Module) -> None:
+    """Clamp the logit scale of every SGMC module of ``model`` to at most 100, as CLIP does after each step.
+
+    The training loop calls it after every optimiser step and after loading a checkpoint to resume from. Every
+    process of a distributed run applies it to identical parameters, so they stay identical.
+    """
+    for module in model.modules():
+        if isinstance(module, SGMC):
+            module.clamp_logit_scale_()
 
 
 class SemanticConceptAttention(nn.Module):
@@ -133,8 +146,20 @@ class SGMC(nn.Module):
 
     @property
     def scale(self) -> Tensor:
-        """The logit scale, ``exp(logit_scale)`` clamped at 100 as in CLIP (float32)."""
-        return self.logit_scale.float().exp().clamp(max=MAX_LOGIT_SCALE)
+        """The logit scale ``exp(logit_scale)`` (float32), used at most at 100.
+
+        As in CLIP, the *parameter* is what is clamped, after each optimiser step (:func:`clamp_logit_scales`), so
+        that its gradient keeps flowing at the cap and it can come back down. The value used here is capped as well
+        (weights saved before the clamp moved to the parameter may lie above), but with the gradient of the uncapped
+        value: a cap in the forward alone has a zero gradient above it, and the scale would stay stuck there.
+        """
+        scale = self.logit_scale.float().exp()
+        return scale + (scale.clamp(max=MAX_LOGIT_SCALE) - scale).detach()
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp the logit scale parameter in place to at most ln 100 (call after every optimiser step)."""
+        self.logit_scale.clamp_(max=math.log(MAX_LOGIT_SCALE))
 
     # ---- features -----------------------------------------------------------------------------------------------
     def stream_frames(
@@ -144,7 +169,7 @@ class SGMC(nn.Module):
 
         Args:
             video: ``[B, T_v, E]`` or ``None``.
-            pose: ``[B, T_p, E]`` or ``None`` (zero where ``pose_mask`` is false).
+            pose: ``[B, T_p, E]`` or ``None`` (not read where ``pose_mask`` is false).
             pose_mask: ``[B, T_p]`` true for pose frames with a detected joint (``None``: all).
 
         Returns:
@@ -162,7 +187,10 @@ class SGMC(nn.Module):
             aligned = video.repeat_interleave(repeat, dim=1)  # video frame t covers pose frames [t*w, (t+1)*w)
             pose_part = pose.to(aligned.dtype)
             if pose_mask is not None:
-                pose_part = pose_part * pose_mask.unsqueeze(-1).to(pose_part.dtype)
+                # A frame with nobody carries the clip's pose feature over its detected frames (z_p; zero when
+                # nobody was found at all), so that z_vp = fusion(z_v, z_p) whatever share of frames is empty.
+                clip_pose = masked_mean(pose_part, pose_mask).unsqueeze(1)
+                pose_part = torch.where(pose_mask.unsqueeze(-1), pose_part, clip_pose)
             frames["fused"], masks["fused"] = self.fusion(torch.cat([aligned, pose_part], dim=-1)), None
         return frames, masks
 

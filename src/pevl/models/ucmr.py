@@ -141,12 +141,12 @@ class V2PRefinement(nn.Module):
             empty = ~valid.any(dim=2, keepdim=True)
             logits = logits.masked_fill(~(valid | empty).unsqueeze(-1), float("-inf"))
         assign = logits.softmax(dim=2)  # over the frame's groups: every patch is split among joints and background
-        if present is not None:
-            assign = assign * (~empty).unsqueeze(-1).to(assign.dtype)
         if self.hard:
             index = assign.argmax(dim=2, keepdim=True)
             one_hot = torch.zeros_like(assign).scatter_(2, index, 1.0)
             assign = one_hot + assign - assign.detach()
+        if present is not None:  # a frame with no group at all assigns nothing (not everything to joint 0)
+            assign = assign * (~empty).unsqueeze(-1).to(assign.dtype)
         weights = assign / (assign.sum(dim=-1, keepdim=True) + self.assign_eps)
         gathered = torch.einsum("bwgn,bnd->bwgd", weights, self.v(patches_n))
         refined = pose + self.mlp(self.norm_gathered(gathered[:, :, : pose.shape[2]]))
@@ -214,15 +214,24 @@ class UCMRBlock(nn.Module):
         self.p2v = P2VRefinement(dim, heads, cfg.adapter_ratio, cfg.p2v_scale) if cfg.p2v else None
 
     def forward(
-        self, video: Tensor, pose: Tensor, need_weights: bool = False, present: Tensor | None = None
+        self,
+        video: Tensor,
+        pose: Tensor,
+        need_weights: bool = False,
+        present: Tensor | None = None,
+        refine_patches: bool = True,
     ) -> tuple[Tensor, Tensor, UCMRMaps]:
         """Refine both token sets.
 
         Args:
             video: Frame tokens ``[B, T_v, 1+N, D]`` ([cls] first).
             pose: Joint tokens ``[B, T_p, J, D]``, T_p a multiple of T_v.
-            need_weights: Also return the P2V-R attention probabilities.
+            need_weights: Also return the P2V-R attention probabilities (of every token: implies
+                ``refine_patches``).
             present: ``[B, T_p, J]`` true for detected joints (``None``: all were).
+            refine_patches: Let P2V-R refine the patch tokens too. ``False`` refines the [cls] tokens only and returns
+                the patch tokens as they came in: for the last block, whose patch tokens nothing reads (the clip
+                feature is the [cls] token's), it skips most of P2V-R's compute; the [cls] tokens are the same.
 
         Returns:
             Refined video tokens, refined pose tokens and the block's maps.
@@ -241,7 +250,12 @@ class UCMRBlock(nn.Module):
             assignment = assignment.view(b, tv, *assignment.shape[1:])
         if self.p2v is not None:
             keys = None if window_present is None else window_present.reshape(b * tv, w * j)
-            frames, logits = self.p2v(frames, windows.reshape(b * tv, w * j, d), need_weights, keys)
+            context = windows.reshape(b * tv, w * j, d)
+            if refine_patches or need_weights:
+                frames, logits = self.p2v(frames, context, need_weights, keys)
+            else:  # P2V-R is per query token: the [cls] tokens alone give the [cls] outputs of the full refinement
+                cls, logits = self.p2v(frames[:, :1], context, False, keys)
+                frames = torch.cat([cls, frames[:, 1:]], dim=1)
             if logits is not None:
                 probs = logits.softmax(dim=-1)
                 patches = torch.nan_to_num(logits[:, :, 1:].transpose(-2, -1).softmax(dim=-1), nan=0.0)

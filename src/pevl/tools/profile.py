@@ -97,9 +97,7 @@ def profile_model(
     if model.ucmr is not None:
 
         def run_ucmr() -> tuple[Any, Any]:
-            v, p = video_tokens, pose_tokens
-            for block in model.ucmr:
-                v, p, _ = block(v, p)
+            v, p, _ = model.run_ucmr(video_tokens, pose_tokens)  # as inference runs it: no maps
             return v, p
 
         gflops, (video_tokens, pose_tokens) = _macs(run_ucmr)
