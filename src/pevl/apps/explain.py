@@ -35,6 +35,8 @@ CAPTIONS = {
     "timeline.png": "Action timeline: the top-1 action of sliding windows over the whole video (height = its "
     "probability) and the merged segments below, as pevl predict --timeline computes them.",
 }
+OUTPUT_FILES = (*CAPTIONS, "explain.json", "index.html")
+"""Every file ``pevl explain`` may write in its output folder."""
 
 
 @dataclass

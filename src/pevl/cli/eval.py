@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pevl.cli import add_set_option
 
@@ -28,8 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics."""
-    from pevl.engine.evaluate import metrics_json, run_evaluation, summary_line
+    from pevl.cli import checkpoint_inputs
+    from pevl.engine.evaluate import REPORT_FILES, metrics_json, run_evaluation, summary_line
+    from pevl.utils.io import check_not_inputs
 
+    if args.out:
+        check_not_inputs({f"report {name}": Path(args.out) / name for name in REPORT_FILES},
+                         checkpoint_inputs(args.checkpoint))  # fmt: skip
     result = run_evaluation(
         args.checkpoint,
         args.overrides,

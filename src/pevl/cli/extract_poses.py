@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from pevl.data.pose.cache import default_cache_dir
     from pevl.data.pose.extract import extract_poses
     from pevl.errors import PevlError
-    from pevl.utils.io import check_output_dir, check_output_file
+    from pevl.utils.io import check_not_inputs, check_output_dir, check_output_file
 
     if args.workers < 1:
         raise PevlError(f"--workers must be at least 1, got {args.workers}")
@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             backend_kwargs["mode"] = args.mode
         if args.device:
             backend_kwargs["device"] = args.device
+    check_not_inputs({"skeleton pickle": args.out}, args.inputs)  # videos inside folders/lists: extract_poses
     check_output_file(args.out, "skeleton pickle")  # before any video is processed
     check_output_dir(args.cache_dir or default_cache_dir(), "pose cache folder")
     summary = extract_poses(

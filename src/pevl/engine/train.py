@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from tqdm import tqdm
 from pevl import __version__
 from pevl.engine.builder import autocast, batch_inputs, build_dataset, build_model, default_device, model_config
 from pevl.engine.checkpoint import (
+    checkpoint_run,
     find_latest,
     load_checkpoint,
     load_model_state,
@@ -48,13 +51,15 @@ from pevl.engine.distributed import (
     wrap_ddp,
 )
 from pevl.engine.evaluate import predict_scores
-from pevl.engine.logger import MetricLogger
+from pevl.engine.loader import iterate, make_loader
+from pevl.engine.logger import LOG_FILE, METRICS_FILE, MetricLogger
 from pevl.engine.metrics import evaluate_scores
 from pevl.engine.optim import build_optimizer, build_scheduler
 from pevl.engine.rng import capture_rng, seed_everything
 from pevl.engine.sampler import ResumableSampler
+from pevl.engine.workdir import locked_run_dir
 from pevl.errors import PevlError
-from pevl.utils.io import check_output_dir
+from pevl.utils.io import check_not_inputs, check_output_dir
 
 MAX_SKIPPED_IN_A_ROW = 20
 """With ``train.nonfinite=skip``, this many non-finite steps in a row stop the run all the same."""
@@ -164,6 +169,7 @@ class Trainer:
         self.train_forward = torch.compile(self.ddp) if cfg.train.compile else self.ddp
 
         self.step = 0
+        self.run_id = uuid.uuid4().hex[:12]  # pruning deletes only checkpoints with this id; a resumed run keeps it
         self._persistent_loader: DataLoader | None = None
         self._skipped_in_a_row = 0
         self.epochs_completed = 0
@@ -205,6 +211,8 @@ class Trainer:
         self.best_top1 = checkpoint.extra.get("best_top1")
         self.metrics = dict(checkpoint.metrics)
         self.last_checkpoint = latest
+        if latest.is_dir():
+            self.run_id = checkpoint_run(latest) or self.run_id
         if self.main:
             print(f"resuming from {latest} (epoch {self.sampler.epoch}, step {self.step})")
 
@@ -234,6 +242,7 @@ class Trainer:
                 keep_last=self.cfg.train.keep_last,
                 is_best=is_best,
                 rng_states=rng_states,
+                run=self.run_id,
             )
             self.last_checkpoint = path
         barrier()
@@ -254,6 +263,8 @@ class Trainer:
             self.progress,
             self.info.rank,
             self.info.world_size,
+            worker_start=self.cfg.data.worker_start,
+            worker_timeout=self.cfg.data.worker_timeout,
         )
         metrics = evaluate_scores(scores, labels, list(self.val_set.classes))
         return {key: metrics[key] for key in ("top1", "top5", "mean_class_accuracy", "num_samples")}
@@ -266,7 +277,7 @@ class Trainer:
             return self._persistent_loader
         generator = torch.Generator()
         generator.manual_seed(self.cfg.train.seed * 100_003 + (0 if workers else epoch))
-        loader = DataLoader(
+        loader = make_loader(
             self.train_set,
             batch_size=self.cfg.data.batch_size,
             # Each index carries its epoch: persistent workers keep their own copy of the dataset, so
@@ -276,6 +287,8 @@ class Trainer:
             generator=generator,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
+            worker_start=self.cfg.data.worker_start,
+            worker_timeout=self.cfg.data.worker_timeout,
         )
         if workers:
             self._persistent_loader = loader
@@ -373,7 +386,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         bad_loss = False  # a micro-batch of the current optimiser step had a non-finite loss
-        for micro, batch in enumerate(loader):
+        for micro, batch in enumerate(iterate(loader, f"{self.work_dir}: training data loader")):
             inputs, _ = batch_inputs(batch, self.device)
             labels = batch["label"].to(self.device, non_blocking=True)
             boundary = (micro + 1) % accum == 0 or micro + 1 == batches_left
@@ -468,22 +481,42 @@ def resolve_data_paths(cfg: RunConfig) -> RunConfig:
 
 
 def train(
-    cfg: RunConfig, work_dir: str | Path, resume: bool | str | Path = False, progress: bool = True
+    cfg: RunConfig,
+    work_dir: str | Path,
+    resume: bool | str | Path = False,
+    progress: bool = True,
+    overwrite: bool = False,
+    new_run: bool = False,
+    inputs: tuple[str | Path, ...] = (),
 ) -> TrainResult:
     """Train a model as the run config says (the library function behind ``pevl train``).
+
+    The work dir is locked for the run (:mod:`pevl.engine.workdir`): a second live run into it is refused, and so
+    is a new run into a work dir that holds one, unless ``resume``, ``overwrite`` or ``new_run`` says what to do.
 
     Args:
         cfg: The run config (see :func:`pevl.engine.config.load_config`).
         work_dir: The run directory.
         resume: Continue from the latest checkpoint in ``work_dir`` (``True``) or from the checkpoint at this path.
         progress: Show progress bars.
+        overwrite: Delete the earlier run's files in ``work_dir`` first.
+        new_run: Run in a new timestamped sub-folder of ``work_dir``.
+        inputs: Other files the run reads (the config file), which its outputs must not replace.
 
     Returns:
-        How the run ended.
+        How the run ended (its ``work_dir`` is the sub-run's folder with ``new_run``).
 
     Raises:
-        PevlError: Bad input (the work dir cannot be written, the data is missing, ...) or a non-finite loss with
-            ``train.nonfinite=stop``.
+        PevlError: Bad input (the work dir cannot be written or holds a run, the data is missing, ...) or a
+            non-finite loss with ``train.nonfinite=stop``.
     """
     check_output_dir(work_dir, "work dir")  # before any work: checkpoints must be writable
-    return Trainer(cfg, work_dir, resume=resume, progress=progress).run()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if new_run and distributed:
+        raise PevlError("--new-run picks its folder from the clock: under torchrun, give a new --work-dir instead")
+    main = int(os.environ.get("RANK", "0")) == 0
+    with locked_run_dir(work_dir, resume=bool(resume), overwrite=overwrite, new_run=new_run, lock=main) as run_dir:
+        if not resume:  # a resumed run rewrites its own config.yaml
+            written = {name: run_dir / name for name in ("config.yaml", METRICS_FILE, LOG_FILE)}
+            check_not_inputs(written, [*inputs, cfg.data.pose_file, cfg.model.pretrained])
+        return Trainer(cfg, run_dir, resume=resume, progress=progress).run()

@@ -24,6 +24,8 @@ import numpy as np
 
 from pevl.errors import PevlError, file_error
 
+DECODE_TIMEOUT_S = 300.0
+"""Seconds the pose extractor waits for the next decoded frame before it reports the decoder stuck."""
 NUM_JOINTS = 17
 """COCO-17: every extractor maps its own landmarks to this layout (:mod:`pevl.data.pose.layouts`)."""
 
@@ -306,18 +308,21 @@ def extract_video(path: str | Path, extractor: PoseExtractor, max_persons: int =
 
     info = probe_video(path)
     try:
-        seq = extractor.extract(_prefetched(iter_frames(path)), fps=info.fps, max_persons=max_persons)
+        seq = extractor.extract(_prefetched(iter_frames(path), source=path), fps=info.fps, max_persons=max_persons)
     except ValueError as err:
         raise file_error(path, str(err)) from None
     seq.warnings = [f"{path}: {warning}" for warning in seq.warnings]  # each names its video
     return seq
 
 
-def _prefetched(frames: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.ndarray]:
+def _prefetched(
+    frames: Iterator[np.ndarray], depth: int = 8, source: str | Path = "video", timeout: float = DECODE_TIMEOUT_S
+) -> Iterator[np.ndarray]:
     """Decode ``frames`` on a background thread, ``depth`` frames ahead.
 
     Pose models keep about one core busy; decoding the next frames on the other core meanwhile raises
-    throughput on large videos (PyAV releases the GIL while it decodes). Errors reach the consumer in order.
+    throughput on large videos (PyAV releases the GIL while it decodes). Errors reach the consumer in order; a
+    decoder that gives no frame for ``timeout`` seconds is an error naming ``source``.
     """
     buffer: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
@@ -349,7 +354,10 @@ def _prefetched(frames: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.nda
     worker.start()
     try:
         while True:
-            item = buffer.get()
+            try:
+                item = buffer.get(timeout=timeout)
+            except queue.Empty:
+                raise file_error(source, f"the decoder gave no frame for {timeout:g} s (stuck)") from None
             if item is end:
                 return
             if isinstance(item, BaseException):
@@ -357,4 +365,4 @@ def _prefetched(frames: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.nda
             yield item
     finally:
         stop.set()
-        worker.join()
+        worker.join(timeout)  # it sees ``stop`` within 0.1 s unless the decoder itself is stuck (a daemon thread)
