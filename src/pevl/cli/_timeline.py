@@ -101,7 +101,10 @@ def run_timeline_command(args: argparse.Namespace) -> int:
         live=live,
         input_format=args.input_format,
         on_window=on_window if live else None,
+        resample_poses=args.resample_poses,
     )
+    for warning in timeline.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.out_video:
         from pevl.apps.annotate import annotate_video
 

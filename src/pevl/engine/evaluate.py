@@ -58,19 +58,22 @@ def check_finite_weights(model: torch.nn.Module, checkpoint: str | Path) -> None
         )
 
 
-def check_finite_scores(scores: np.ndarray | torch.Tensor, checkpoint: str | Path) -> None:
+def check_finite_scores(scores: np.ndarray | torch.Tensor, checkpoint: str | Path, inputs: str = "the data") -> None:
     """Refuse non-finite class scores instead of ranking them (NaN would count as a correct prediction).
 
+    Call it after :func:`check_finite_weights`: the weights are then known to be finite, so the blame goes to the
+    inputs (named by ``inputs``), not to the checkpoint.
+
     Raises:
-        PevlError: Naming the checkpoint and how many score rows are broken.
+        PevlError: Naming the inputs, the checkpoint and how many score rows are broken.
     """
     values = scores.detach().float().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
     finite = np.isfinite(values).reshape(len(values), -1).all(axis=1) if values.ndim else np.isfinite(values)
     if not np.all(finite):
         bad = int(np.size(finite) - np.count_nonzero(finite))
         raise PevlError(
-            f"{checkpoint}: the model gives non-finite scores (NaN or inf) for {bad} of {np.size(finite)} "
-            "samples; its weights are broken (a diverged run?)"
+            f"{inputs}: the scores of {bad} of {np.size(finite)} samples are not finite (NaN or inf) although the "
+            f"weights of {checkpoint} are: an input holds values the model cannot handle"
         )
 
 
@@ -263,7 +266,7 @@ def run_evaluation(
         worker_start=cfg.data.worker_start,
         worker_timeout=cfg.data.worker_timeout,
     )
-    check_finite_scores(scores, loaded.checkpoint.path)
+    check_finite_scores(scores, loaded.checkpoint.path, f"the {split} split of {cfg.data.dataset}")
     num_clips, num_crops = clips or cfg.data.test_clips, crops or cfg.data.test_crops
     extra = {
         "checkpoint": str(loaded.checkpoint.path),

@@ -30,6 +30,30 @@ NUM_JOINTS = 17
 """COCO-17: every extractor maps its own landmarks to this layout (:mod:`pevl.data.pose.layouts`)."""
 
 
+def far_outside(keypoint: np.ndarray, img_shape: tuple[int, int]) -> tuple[int, float] | None:
+    """The first frame with a coordinate far outside the frame, and that coordinate; ``None`` when all are near it.
+
+    Estimators place occluded joints a little outside the image; a coordinate more than a whole frame beyond its
+    border is not a pose of this video (a corrupt file, normalised or swapped coordinates) and would only reach the
+    model as inf/NaN features.
+
+    Args:
+        keypoint: ``[..., T, J, 2]`` (x, y) pixel coordinates.
+        img_shape: ``(height, width)`` of the frames they refer to (no check when unknown, i.e. 0).
+    """
+    height, width = int(img_shape[0]), int(img_shape[1])
+    if height <= 0 or width <= 0 or keypoint.size == 0:
+        return None
+    x, y = keypoint[..., 0], keypoint[..., 1]
+    near_x = np.abs(x - width / 2) <= 1.5 * width  # False for NaN too
+    near_y = np.abs(y - height / 2) <= 1.5 * height
+    bad = ~(near_x & near_y)
+    if not bad.any():
+        return None
+    where = tuple(np.argwhere(bad)[0])
+    return int(where[-2]), float(x[where] if not near_x[where] else y[where])
+
+
 @dataclass
 class PoseSequence:
     """The poses of one video in COCO-17 pixel coordinates.
