@@ -113,7 +113,8 @@ def _blend_label(image: np.ndarray, coverage: np.ndarray, margin: int) -> None:
     w = min(coverage.shape[1] + 2 * margin, width)
     box = image[:h, :w].astype(np.float32) * 0.45
     text = np.zeros((h, w), np.float32)
-    th, tw = min(coverage.shape[0], h - margin), min(coverage.shape[1], w - margin)
+    th = max(0, min(coverage.shape[0], h - margin))  # a frame smaller than the margin shows the box alone
+    tw = max(0, min(coverage.shape[1], w - margin))
     text[margin : margin + th, margin : margin + tw] = coverage[:th, :tw]
     box = box * (1 - text[..., None]) + 255.0 * text[..., None]
     image[:h, :w] = box.round().astype(np.uint8)
@@ -126,7 +127,7 @@ class _Overlay:
         self.timeline = timeline
         self.top_k = top_k
         self.size = max(10, round(min(height, width) / 22))
-        self.bar_height = max(6, round(height / 40))
+        self.bar_height = min(height, max(6, round(height / 40)))  # a tiny video is all bar rather than a crash
         colours = segment_colours(len(timeline.labels))
         bar = np.zeros((self.bar_height, width, 3), np.uint8)
         bounds = timeline.bounds() / max(timeline.duration, 1e-9) * width  # the bar is a time axis

@@ -178,11 +178,27 @@ def parse_labels(labels: str | None) -> list[str] | None:
     if is_file:
         from pevl.data.datasets.lists import read_class_names
 
-        return read_class_names(path)  # any label-map format (one per line, "id: name", JSON, pbtxt)
+        names = read_class_names(path)  # any label-map format (one per line, "id: name", JSON, pbtxt)
+        _refuse_duplicates(names, str(path))
+        return names
     names = [part.strip() for part in labels.split(";") if part.strip()]
     if len(names) < 2:
         raise PevlError(f"--labels {labels!r}: give a label file or at least two labels separated by ';'")
+    _refuse_duplicates(names, "--labels")
     return names
+
+
+def _refuse_duplicates(names: Sequence[str], source: str) -> None:
+    """Refuse a label list naming a class twice: two identical texts would split one action's probability."""
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, 1):
+        key = " ".join(name.lower().split())
+        if key in seen:
+            raise PevlError(
+                f"{source}: labels {seen[key]} and {position} are both {name!r}: two identical texts split one "
+                "action's probability; give each class once"
+            )
+        seen[key] = position
 
 
 def run_model(

@@ -254,6 +254,8 @@ def save_checkpoint(
         torch.save(state, tmp / STATE_FILE)
         for written in (tmp / MODEL_FILE, tmp / STATE_FILE, tmp):
             _fsync(written)
+        apply_umask(tmp / MODEL_FILE)  # safetensors creates its file 0600 whatever the umask
+        apply_umask(tmp / STATE_FILE)
         apply_umask(tmp, directory=True)  # mkdtemp made it 0700 whatever the umask
         os.replace(tmp, final)
         _fsync(root)

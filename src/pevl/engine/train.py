@@ -145,7 +145,12 @@ class Trainer:
                 cfg, self.model_cfg, cfg.data.val_split, train=False, pose_cache_dir=pose_cache
             )
             if list(self.val_set.classes) != list(self.train_set.classes):
-                raise PevlError(f"the {cfg.data.val_split} and {cfg.data.train_split} splits have different classes")
+                source = cfg.data.pose_file or cfg.data.options.get("list_file") or cfg.data.root
+                raise PevlError(
+                    f"{source}: the {cfg.data.val_split} split has {len(self.val_set.classes)} classes and the "
+                    f"{cfg.data.train_split} split {len(self.train_set.classes)} (without a label map, the class count "
+                    "is the highest label present + 1); give data.options.label_map so both splits know every class"
+                )
         if len(self.train_set) == 0:
             raise PevlError(f"the {cfg.data.train_split} split of {cfg.data.dataset} is empty")
 
@@ -515,8 +520,11 @@ def train(
     if new_run and distributed:
         raise PevlError("--new-run picks its folder from the clock: under torchrun, give a new --work-dir instead")
     main = int(os.environ.get("RANK", "0")) == 0
-    with locked_run_dir(work_dir, resume=bool(resume), overwrite=overwrite, new_run=new_run, lock=main) as run_dir:
+    sources = [*inputs, cfg.data.pose_file, cfg.model.pretrained]
+    with locked_run_dir(
+        work_dir, resume=bool(resume), overwrite=overwrite, new_run=new_run, lock=main, inputs=sources
+    ) as run_dir:
         if not resume:  # a resumed run rewrites its own config.yaml
             written = {name: run_dir / name for name in ("config.yaml", METRICS_FILE, LOG_FILE)}
-            check_not_inputs(written, [*inputs, cfg.data.pose_file, cfg.model.pretrained])
+            check_not_inputs(written, sources)
         return Trainer(cfg, run_dir, resume=resume, progress=progress).run()

@@ -18,7 +18,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pevl.errors import PevlError
@@ -84,13 +84,13 @@ class WorkDirLock:
     Args:
         work_dir: The folder to lock; it (and missing parents) is created, and removed again on release when
             the run left nothing in it.
-        timeout: Seconds to wait for a live holder before refusing.
+        timeout: Seconds to wait for a live holder before refusing (default :data:`LOCK_WAIT_S`).
     """
 
-    def __init__(self, work_dir: str | Path, timeout: float = LOCK_WAIT_S) -> None:
+    def __init__(self, work_dir: str | Path, timeout: float | None = None) -> None:
         self.work_dir = Path(work_dir)
         self.path = self.work_dir / LOCK_FILE
-        self.timeout = timeout
+        self.timeout = LOCK_WAIT_S if timeout is None else timeout
         self._created: list[Path] = []
         self._held = False
 
@@ -194,6 +194,21 @@ class WorkDirLock:
         self.release()
 
 
+def _refuse_deleting_inputs(run_dir: Path, names: list[str], inputs: Iterable[str | Path | None]) -> None:
+    """Refuse ``--overwrite`` when an input of the new run is one of the earlier run's files (or inside them)."""
+    doomed = [(run_dir / name).resolve() for name in names]
+    for source in inputs:
+        if source is None or not Path(source).exists():
+            continue
+        resolved = Path(source).resolve()
+        for path in doomed:
+            if resolved == path or resolved.is_relative_to(path):
+                raise PevlError(
+                    f"{source}: an input of this run is the earlier run's {path.name}, which --overwrite would "
+                    "delete; copy it elsewhere first or use --new-run"
+                )
+
+
 @contextlib.contextmanager
 def locked_run_dir(
     work_dir: str | Path,
@@ -202,7 +217,8 @@ def locked_run_dir(
     overwrite: bool = False,
     new_run: bool = False,
     lock: bool = True,
-    timeout: float = LOCK_WAIT_S,
+    timeout: float | None = None,
+    inputs: Iterable[str | Path | None] = (),
 ) -> Iterator[Path]:
     """Lock the work dir of a run and make sure the run may write there; yields the run's folder.
 
@@ -212,11 +228,12 @@ def locked_run_dir(
         overwrite: Delete an earlier run's files (:data:`RUN_FILES`) first.
         new_run: Run in a new timestamped sub-folder of ``work_dir``.
         lock: Take the lock (the main process of a distributed run only).
-        timeout: Seconds to wait for another live run's lock.
+        timeout: Seconds to wait for another live run's lock (default :data:`LOCK_WAIT_S`).
+        inputs: Files the run reads: ``overwrite`` refuses to delete any of them.
 
     Raises:
         PevlError: The work dir holds a run and none of ``resume`` / ``overwrite`` / ``new_run`` was given, two of
-            them were, or another live run holds the lock.
+            them were, ``overwrite`` would delete an input, or another live run holds the lock.
     """
     if sum(map(bool, (resume, overwrite, new_run))) > 1:
         raise PevlError("--resume, --overwrite and --new-run exclude one another: give one")
@@ -227,6 +244,7 @@ def locked_run_dir(
     try:
         existing = run_files(run_dir) if lock else []
         if existing and overwrite:
+            _refuse_deleting_inputs(run_dir, existing, inputs)
             removed = remove_run(run_dir)
             print(f"warning: {run_dir}: deleted the earlier run's {', '.join(removed)} (--overwrite)", file=sys.stderr)
         elif existing and not resume:

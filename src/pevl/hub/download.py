@@ -7,6 +7,7 @@ file is renamed into place only once its SHA-256 matches the one in OpenAI's URL
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -187,8 +188,17 @@ def download_weights(
             return target
         warnings.warn(f"{target}: SHA-256 mismatch, downloading it again", stacklevel=2)
         target.unlink()
+    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
-    got = _fetch(url, part, progress).hexdigest()
+    try:
+        got = _fetch(url, part, progress).hexdigest()
+    except BaseException:
+        if part.is_file() and part.stat().st_size == 0:
+            part.unlink()  # nothing received: nothing to resume from
+        for folder in created:  # a failed first download leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     if got != sha256:
         part.unlink(missing_ok=True)
         raise file_error(url, f"SHA-256 mismatch: expected {sha256}, got {got}; the download was deleted")

@@ -242,7 +242,25 @@ def load_pyskl(path: str | Path) -> dict:
         raise file_error(path, f"not a valid pickle ({type(err).__name__}{': ' + detail if detail else ''})") from None
     split, annotations = _normalise(data, path)
     annotations = [validate_annotation(ann, path, i) for i, ann in enumerate(annotations)]
+    _refuse_conflicting_duplicates(annotations, path)
     return {"split": split, "annotations": annotations}
+
+
+def _refuse_conflicting_duplicates(annotations: list[dict], path: Path) -> None:
+    """Refuse two annotations of one ``frame_dir`` with different labels: which one is right cannot be told."""
+    first: dict[str, int] = {}
+    for position, ann in enumerate(annotations):
+        name = ann["frame_dir"]
+        if name not in first:
+            first[name] = position
+            continue
+        other = annotations[first[name]]
+        if other["label"] != ann["label"]:
+            raise file_error(
+                path,
+                f"annotations #{first[name]} and #{position} are both {name!r} but labelled {other['label']} and "
+                f"{ann['label']}: keep the right one",
+            )
 
 
 class _PortablePickler(pickle.Pickler):
