@@ -744,6 +744,26 @@ def test_bad_input(case: Case, world, capsys, tmp_path, monkeypatch) -> None:
         case.check(world, out, err)
 
 
+def test_live_windows_carry_the_streams_presentation_timestamps(world, monkeypatch) -> None:
+    """Live input (here the VFR file read as a stream, with a buffer large enough that no frame is dropped)."""
+    from pevl.apps import sources, stream
+    from pevl.engine.builder import load_trained_model
+
+    class Unhurried(sources.FrameSource):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **{**kwargs, "buffer_seconds": 1000.0})
+
+    monkeypatch.setattr(stream, "FrameSource", Unhurried)
+    loaded = load_trained_model(world.vl_ckpt)
+    timeline = stream.run_timeline(world.vfr, loaded.model, loaded.classes, window=1.0, live=True)
+    times = np.asarray(world.vfr_times)
+    assert timeline.windows and timeline.dropped_frames == 0
+    for window in timeline.windows:
+        start, end = timeline.window_span(window)
+        assert start == pytest.approx(times[window.start])
+        assert end == pytest.approx(times[window.end - 1] + 1 / timeline.fps)
+
+
 def test_the_table_covers_every_command_that_writes() -> None:
     commands = {case.id.split(":")[0].split()[0] for case in TABLE}
     assert {"eval", "train", "extract-poses", "explain", "make-synthetic", "demo", "download-weights"} <= commands

@@ -55,6 +55,20 @@ def test_a_stuck_worker_is_an_error_naming_it() -> None:
     assert "\n" not in message and "unknown" not in message  # the worker's pid is named
 
 
+def test_a_stuck_decoder_is_an_error_naming_the_video() -> None:
+    from pevl.data.pose.base import _prefetched
+
+    def frames():
+        yield 1
+        time.sleep(3600)  # a decoder that never returns
+        yield 2
+
+    stream = _prefetched(frames(), source="clip.mp4", timeout=0.5)
+    assert next(stream) == 1
+    with pytest.raises(PevlError, match=r"^clip.mp4: the decoder gave no frame for 0.5 s"):
+        next(stream)
+
+
 def test_batches_come_from_worker_processes_in_order() -> None:
     loader = make_loader(Pids(), batch_size=2, num_workers=2, worker_timeout=60)
     pids = [int(p) for batch in iterate(loader) for p in batch.flatten()]

@@ -24,6 +24,8 @@ import numpy as np
 
 from pevl.errors import PevlError, file_error
 
+FAR_OUTSIDE = 4.0
+"""A pose coordinate further than this many frame widths (heights) from the frame's centre is refused."""
 DECODE_TIMEOUT_S = 300.0
 """Seconds the pose extractor waits for the next decoded frame before it reports the decoder stuck."""
 NUM_JOINTS = 17
@@ -33,9 +35,9 @@ NUM_JOINTS = 17
 def far_outside(keypoint: np.ndarray, img_shape: tuple[int, int]) -> tuple[int, float] | None:
     """The first frame with a coordinate far outside the frame, and that coordinate; ``None`` when all are near it.
 
-    Estimators place occluded joints a little outside the image; a coordinate more than a whole frame beyond its
-    border is not a pose of this video (a corrupt file, normalised or swapped coordinates) and would only reach the
-    model as inf/NaN features.
+    Estimators place occluded joints a little outside the image; a coordinate more than :data:`FAR_OUTSIDE` frame
+    sizes from the frame's centre is not a pose of this video (a corrupt file, coordinates of another frame size)
+    and would only reach the model as huge or inf/NaN features.
 
     Args:
         keypoint: ``[..., T, J, 2]`` (x, y) pixel coordinates.
@@ -45,8 +47,8 @@ def far_outside(keypoint: np.ndarray, img_shape: tuple[int, int]) -> tuple[int, 
     if height <= 0 or width <= 0 or keypoint.size == 0:
         return None
     x, y = keypoint[..., 0], keypoint[..., 1]
-    near_x = np.abs(x - width / 2) <= 1.5 * width  # False for NaN too
-    near_y = np.abs(y - height / 2) <= 1.5 * height
+    near_x = np.abs(x - width / 2) <= FAR_OUTSIDE * width  # False for NaN too
+    near_y = np.abs(y - height / 2) <= FAR_OUTSIDE * height
     bad = ~(near_x & near_y)
     if not bad.any():
         return None

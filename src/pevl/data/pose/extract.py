@@ -312,7 +312,8 @@ def extract_poses(
     out = check_output_file(out, "skeleton pickle")  # before any work
     kwargs = dict(backend_kwargs or {})
     items, split = collect_videos(inputs, root=root)
-    check_not_inputs({"skeleton pickle": out}, [*inputs, *(item.path for item in items)])  # no output over an input
+    given = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    check_not_inputs({"skeleton pickle": out}, [*given, *(item.path for item in items)])  # no output over an input
     if not items:
         raise PevlError(f"{', '.join(map(str, [inputs] if isinstance(inputs, (str, Path)) else inputs))}: no videos")
     if labels:
