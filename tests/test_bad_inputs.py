@@ -857,6 +857,7 @@ def test_training_stops_on_a_nonfinite_loss_and_keeps_the_last_good_checkpoint(w
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err
     assert "not finite" in lines[0] and "step 2" in lines[0] and "train.nonfinite=skip" in lines[0]
+    assert "the inputs of" in lines[0] and "hold NaN or inf" in lines[0]  # the data is blamed, with its samples
     latest = find_latest(work)
     assert str(latest) in lines[0] and load_checkpoint(latest).step == 1 and _all_finite(latest)
 

@@ -177,6 +177,7 @@ class Trainer:
         self.run_id = uuid.uuid4().hex[:12]  # pruning deletes only checkpoints with this id; a resumed run keeps it
         self._persistent_loader: DataLoader | None = None
         self._skipped_in_a_row = 0
+        self._bad_samples: list[str] = []  # samples with non-finite inputs in the current optimiser step
         self.epochs_completed = 0
         self.best_top1: float | None = None
         self.metrics: dict[str, Any] = {}
@@ -308,6 +309,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self._skipped_in_a_row += 1
         where = f"step {self.step + 1} (epoch {epoch + 1})"
+        samples, self._bad_samples = self._bad_samples, []
+        if samples:
+            shown = ", ".join(samples[:3]) + (f" and {len(samples) - 3} more" if len(samples) > 3 else "")
+            what = f"{what} (the inputs of {shown} hold NaN or inf: check those samples' video and poses)"
         kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
         if self.cfg.train.nonfinite == "skip" and self._skipped_in_a_row < MAX_SKIPPED_IN_A_ROW:
             if self.main:
@@ -400,6 +405,8 @@ class Trainer:
                     out = self.train_forward(**inputs, texts=self.texts, labels=labels)
                 finite = bool(all_reduce_mean(0.0 if torch.isfinite(out.loss.detach()) else 1.0) == 0.0)
                 bad_loss = bad_loss or not finite
+                if not finite:  # blame the data, not the learning rate, when its inputs are not finite
+                    self._bad_samples += _nonfinite_samples(inputs, batch, self.train_set)
                 if not bad_loss:
                     (out.loss / accum).backward()
             self.sampler.advance(len(labels))
@@ -458,6 +465,21 @@ class Trainer:
                 )
         if last or is_best or (cfg.train.save_interval and done % cfg.train.save_interval == 0):
             self.save(done, is_best=is_best)
+
+
+def _nonfinite_samples(inputs: dict[str, Any], batch: dict[str, Any], dataset: Any) -> list[str]:
+    """Names of the batch's samples whose model inputs hold NaN or inf (empty when every input is finite)."""
+    bad = None
+    count = len(batch["index"])  # views are flattened into the batch: [B * V, ...]
+    for value in inputs.values():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+            rows = ~torch.isfinite(value.detach().reshape(count, -1)).all(dim=1)
+            bad = rows if bad is None else bad | rows
+    if bad is None or not bool(bad.any()):
+        return []
+    indices = [int(i) for i in torch.as_tensor(batch["index"])[bad.cpu()]]
+    records = getattr(dataset, "records", None)
+    return [str(records[i].name) if records is not None else f"sample {i}" for i in indices]
 
 
 def resolve_data_paths(cfg: RunConfig) -> RunConfig:
