@@ -414,6 +414,18 @@ def _copy_run(w: SimpleNamespace) -> None:
     shutil.copytree(w.run_a, w.here / "run")
 
 
+def _damaged_cache_file(w: SimpleNamespace) -> None:
+    from pevl.hub.download import cached_weights_path
+
+    w.cached = cached_weights_path("ViT-B/16", w.here / "c")
+    w.cached.parent.mkdir(parents=True)
+    w.cached.write_bytes(b"a copy that fails its checksum")
+
+
+def _still_there(path: Path) -> None:
+    assert path.read_bytes() == b"a copy that fails its checksum"
+
+
 def _video_unchanged(w: SimpleNamespace, out: str, err: str) -> None:
     import av
 
@@ -448,6 +460,9 @@ OVERWRITES: list[Case] = [
     Case("eval --out: metrics.json is a symlink to the checkpoint's weights",
          lambda w: ["eval", "-k", w.ckpt, "--out", w.here / "r"], lambda w: w.here / "r" / "metrics.json",
          setup=_link("symlink", lambda w: w.ckpt / "model.safetensors", "r/metrics.json")),
+    Case("download-weights --url: the cache file it would replace",
+         lambda w: ["download-weights", "ViT-B/16", "--url", w.cached, "--cache-dir", w.here / "c", "--quiet"],
+         lambda w: w.cached, setup=_damaged_cache_file, check=lambda w, out, err: _still_there(w.cached)),
     Case("train --overwrite: the --config is the earlier run's config.yaml",
          lambda w: ["train", "--no-progress", "--config", w.here / "run" / "config.yaml", "--work-dir", w.here / "run",
                     "--overwrite"], lambda w: w.here / "run" / "config.yaml", setup=_copy_run),
@@ -742,6 +757,34 @@ def test_bad_input(case: Case, world, capsys, tmp_path, monkeypatch) -> None:
         assert any(str(case.names(world)) in line for line in warnings), err
     if case.check is not None:
         case.check(world, out, err)
+
+
+@pytest.mark.slow
+def test_two_trainings_started_together_into_one_work_dir(world, capsys, monkeypatch, tmp_path) -> None:
+    """The second of two live runs is refused, naming the first; the first ends normally and releases the lock."""
+    import time
+
+    import pevl.engine.workdir as workdir
+
+    monkeypatch.setattr(workdir, "LOCK_WAIT_S", 0.5)
+    work = tmp_path / "run"
+    argv = [str(a) for a in _train(world, "optim.epochs=20", "train.max_steps=40", "--work-dir", work)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "pevl", *argv], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (work / ".pevl-lock").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate(timeout=60)
+            time.sleep(0.05)
+        code, _, err = run_cli(_train(world) + ["--work-dir", work], capsys)
+        assert code == 2 and f"process {first.pid} on {socket.gethostname()}" in err, err
+    finally:
+        out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert "40 steps" in out and not (work / ".pevl-lock").exists()
+    lines = (work / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len({json.loads(line)["step"] for line in lines})  # one run's log, not two interleaved
 
 
 def test_live_windows_carry_the_streams_presentation_timestamps(world, monkeypatch) -> None:

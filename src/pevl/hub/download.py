@@ -13,6 +13,7 @@ import http.client
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from pathlib import Path
@@ -175,12 +176,15 @@ def download_weights(
         PevlError: Unknown architecture, network failure (the partial file is kept for the next attempt), or a
             checksum mismatch (the download is deleted).
     """
-    from pevl.utils.io import check_output_dir
+    from pevl.utils.io import check_not_inputs, check_output_dir
 
     arch = _require_arch(arch)
     url = _as_url(url) if url else OPENAI_URLS[arch]
     sha256 = expected_sha256(arch, url)
     target = cached_weights_path(arch, cache_dir)
+    if url.startswith("file://"):  # a local copy must not be the cache file this download replaces
+        local = urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+        check_not_inputs({"weights cache file": target}, [local])
     check_output_dir(target.parent, "weights cache folder")  # before downloading anything
     part = target.with_name(target.name + ".part")
     if target.is_file():
