@@ -343,7 +343,8 @@ def bench_predict(preset: str, video: Path, labels: Path, forward_s: float | Non
         runs = []
         for _ in range(2):
             start = time.perf_counter()
-            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            # A limit on the wait: a stuck `pevl predict` fails the benchmark instead of hanging it.
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=1800)
             wall = time.perf_counter() - start
             runs.append({"wall_s": wall, **json.loads(done.stdout)})
             print(f"predict: {wall:.2f} s {runs[-1]['seconds']}", file=sys.stderr)

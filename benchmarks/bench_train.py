@@ -34,6 +34,7 @@ import torch
 from _report import SHARED_DATA, machine, write_section
 from pevl.engine.builder import autocast
 from pevl.engine.config import OptimSection
+from pevl.engine.loader import iterate
 from pevl.engine.optim import build_optimizer
 from pevl.models.pevl import PeVL
 from pevl.models.presets import create_model
@@ -211,10 +212,9 @@ def bench_loader(
     Returns:
         ``(workers, clips/s)`` pairs and the seconds the pose extraction took.
     """
-    from torch.utils.data import DataLoader
-
     from pevl.data.datasets import build_dataset
     from pevl.data.pose.extract import extract_poses
+    from pevl.engine.loader import make_loader
     from pevl.models.presets import get_config
 
     model_cfg = get_config(preset)
@@ -234,8 +234,8 @@ def bench_loader(
             video_dir=str(data / "videos"),
         )  # fmt: skip
         for num_workers in workers:
-            loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                                persistent_workers=num_workers > 0)  # fmt: skip
+            loader = make_loader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                                 persistent_workers=num_workers > 0)  # fmt: skip
             stream = _repeat(loader)
             next(stream)  # start-up (worker processes, first decode) not timed
             start = time.perf_counter()
@@ -248,7 +248,7 @@ def bench_loader(
 
 def _repeat(loader: object):  # noqa: ANN202 -- a generator over epochs of a loader (fresh batches each time)
     while True:
-        yield from loader  # type: ignore[misc]
+        yield from iterate(loader, "benchmark data loader")  # type: ignore[arg-type]
 
 
 def render(

@@ -30,8 +30,8 @@ def frames_folder(root: Path, name: str = "imgs", first: int = 1) -> Path:
 
 
 def levels_of(annotation: dict) -> list[int]:
-    """The grey level each pose frame was estimated on (the stand-in backend puts joint 0 at x = level)."""
-    return [round(float(x)) for x in annotation["keypoint"][0, :, 0, 0]]
+    """The grey level each pose frame was estimated on (the stand-in backend puts joint 0 at x = level / 16)."""
+    return [round(float(x) * 16) for x in annotation["keypoint"][0, :, 0, 0]]
 
 
 def run(tmp_path: Path, text: str, *options: str) -> int:

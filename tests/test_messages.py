@@ -55,7 +55,7 @@ def test_only_rank_0_reports_the_checkpoint_under_torchrun(monkeypatch, tmp_path
     from pevl.cli import main
     from pevl.engine.train import TrainResult
 
-    def fake_train(cfg, work_dir, resume=False, progress=True):  # noqa: ANN001, ANN202 -- a stand-in
+    def fake_train(cfg, work_dir, resume=False, progress=True, **_):  # noqa: ANN001, ANN202 -- a stand-in
         on_main = os.environ.get("RANK") == "0"
         return TrainResult(Path(work_dir), 1, 2, {}, None, Path(work_dir) / "ckpt" if on_main else None)
 

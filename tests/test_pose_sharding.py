@@ -33,7 +33,8 @@ class StubExtractor(PoseExtractor):
         level = float(frame.mean())
         if level < 5:
             return np.zeros((0, 17, 2), np.float32), np.zeros((0, 17), np.float32)
-        joints = np.arange(17, dtype=np.float32)[:, None] + np.array([level, 0.5 * level], np.float32)
+        # joint 0 at x = level / 16: inside the frame whatever the level (far-off coordinates are refused on load)
+        joints = np.arange(17, dtype=np.float32)[:, None] + np.array([level / 16, level / 32], np.float32)
         return joints[None], np.full((1, 17), level / 255, np.float32)
 
 

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pevl.apps.text_cache import TextFeatureCache, load_text_features, text_cache_key, weights_identity
+from pevl.apps.text_cache import (
+    DamagedEntry,
+    TextFeatureCache,
+    load_text_features,
+    text_cache_key,
+    weights_identity,
+)
 from pevl.engine import builder
 from pevl.engine.builder import (
     BF16_MIN_WIDTH,
@@ -151,9 +157,11 @@ def test_a_damaged_entry_is_a_miss_and_is_replaced(tiny_checkpoint, tmp_path):
     key = entry.stem
     assert load_text_features(entry, "another key") is None  # an entry answers only to its own key
     entry.write_bytes(b"\x00garbage")
-    assert load_text_features(entry, key) is None
+    with pytest.raises(DamagedEntry, match="unreadable"):
+        load_text_features(entry, key)
     _, hit = cache.get_or_encode(model, LABELS, None, None)
     assert not hit and load_text_features(entry, key) is not None
+    assert len(cache.warnings) == 1 and str(entry) in cache.warnings[0] and "encoded again" in cache.warnings[0]
 
 
 # ---- loading without copies ------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from pevl.data.pose.layouts import COCO17_BONES
 from pevl.errors import PevlError, file_error
 from pevl.utils.io import atomic_path
 
+VFR_TIME_BASE = 90_000
+"""Ticks per second of the annotated copy of a variable-frame-rate video (MPEG's 90 kHz clock)."""
 _LIMB_COLOUR = np.array([235, 235, 235], np.uint8)
 
 
@@ -111,7 +113,8 @@ def _blend_label(image: np.ndarray, coverage: np.ndarray, margin: int) -> None:
     w = min(coverage.shape[1] + 2 * margin, width)
     box = image[:h, :w].astype(np.float32) * 0.45
     text = np.zeros((h, w), np.float32)
-    th, tw = min(coverage.shape[0], h - margin), min(coverage.shape[1], w - margin)
+    th = max(0, min(coverage.shape[0], h - margin))  # a frame smaller than the margin shows the box alone
+    tw = max(0, min(coverage.shape[1], w - margin))
     text[margin : margin + th, margin : margin + tw] = coverage[:th, :tw]
     box = box * (1 - text[..., None]) + 255.0 * text[..., None]
     image[:h, :w] = box.round().astype(np.uint8)
@@ -124,16 +127,16 @@ class _Overlay:
         self.timeline = timeline
         self.top_k = top_k
         self.size = max(10, round(min(height, width) / 22))
-        self.bar_height = max(6, round(height / 40))
+        self.bar_height = min(height, max(6, round(height / 40)))  # a tiny video is all bar rather than a crash
         colours = segment_colours(len(timeline.labels))
         bar = np.zeros((self.bar_height, width, 3), np.uint8)
-        bounds = timeline.bounds() * timeline.fps / max(timeline.num_frames, 1) * width
+        bounds = timeline.bounds() / max(timeline.duration, 1e-9) * width  # the bar is a time axis
         for k in range(len(timeline.windows)):
             cls = int(np.argmax(timeline.probs[k]))
             shade = 0.35 + 0.65 * float(timeline.probs[k, cls])
             bar[:, int(round(bounds[k])) : int(round(bounds[k + 1]))] = (colours[cls] * shade).astype(np.uint8)
         self.bar = bar
-        self.inner = timeline.bounds()[1:-1] * timeline.fps  # frame positions where one window hands over
+        self.inner = timeline.frame_bounds()[1:-1]  # frame positions where one window hands over
         self._text: dict[int, np.ndarray] = {}
 
     def text(self, window: int) -> np.ndarray:
@@ -150,7 +153,7 @@ class _Overlay:
         _blend_label(image, self.text(window), margin=max(3, self.size // 3))
         height, width = image.shape[:2]
         bar = self.bar.copy()
-        cursor = min(width - 1, int(frame / max(self.timeline.num_frames, 1) * width))
+        cursor = min(width - 1, int(float(self.timeline.time_of(frame)) / max(self.timeline.duration, 1e-9) * width))
         bar[:, max(0, cursor - 1) : cursor + 2] = 255
         image[height - self.bar_height :] = bar
 
@@ -181,6 +184,7 @@ def annotate_video(video: str | Path, timeline: Timeline, out: str | Path, top_k
     out = Path(out)
     if out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise file_error(out, "the annotated video must be .mp4, .mov or .mkv")
+    vfr_base = VFR_TIME_BASE if timeline.times is not None else None
     with FrameSource(video, live=False) as source:
         rate = source.rate
         with atomic_path(out) as tmp:
@@ -192,7 +196,7 @@ def annotate_video(video: str | Path, timeline: Timeline, out: str | Path, top_k
                     image = np.array(item.rgb(), copy=True)
                     height, width = image.shape[:2]
                     if stream is None:
-                        stream = _open_stream(container, rate, width, height)
+                        stream = _open_stream(container, rate, width, height, vfr_base)
                         overlay = _Overlay(timeline, height, width, top_k)
                     if timeline.keypoint is not None and item.index < len(timeline.keypoint):
                         sy, sx = height / timeline.img_shape[0], width / timeline.img_shape[1]
@@ -201,8 +205,10 @@ def annotate_video(video: str | Path, timeline: Timeline, out: str | Path, top_k
                     assert overlay is not None
                     overlay.stamp(image, item.index)
                     frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                    frame.pts = item.index
                     frame.time_base = stream.codec_context.time_base
+                    # The input's presentation times: a variable-frame-rate video keeps its timing.
+                    shown = float(timeline.time_of(item.index))
+                    frame.pts = item.index if vfr_base is None else round(shown * vfr_base)
                     container.mux(stream.encode(frame))
                     count += 1
                 if stream is None:
@@ -213,8 +219,12 @@ def annotate_video(video: str | Path, timeline: Timeline, out: str | Path, top_k
     return out
 
 
-def _open_stream(container: Any, rate: Fraction, width: int, height: int) -> Any:
-    """An H.264 (or MPEG-4) stream of the input's size and rate; 4:4:4 chroma when a side is odd."""
+def _open_stream(container: Any, rate: Fraction, width: int, height: int, vfr_base: int | None = None) -> Any:
+    """An H.264 (or MPEG-4) stream of the input's size and rate; 4:4:4 chroma when a side is odd.
+
+    ``vfr_base``: ticks per second of the frame timestamps of a variable-frame-rate video (``None``: one tick per
+    frame at ``rate``).
+    """
     codec = _encoder()
     even = width % 2 == 0 and height % 2 == 0
     if codec == "mpeg4" and not even:
@@ -222,7 +232,7 @@ def _open_stream(container: Any, rate: Fraction, width: int, height: int) -> Any
     stream = container.add_stream(codec, rate=rate)
     stream.width, stream.height = width, height
     stream.pix_fmt = "yuv420p" if even else "yuv444p"
-    stream.codec_context.time_base = Fraction(1, 1) / rate
+    stream.codec_context.time_base = Fraction(1, 1) / rate if vfr_base is None else Fraction(1, vfr_base)
     if codec == "libx264":
         stream.options = {"preset": "veryfast", "crf": "20"}
     else:

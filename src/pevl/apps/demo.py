@@ -24,6 +24,7 @@ from pevl.engine.config import DataSection, ModelSection, OptimSection, RunConfi
 from pevl.engine.evaluate import run_evaluation
 from pevl.engine.logger import read_metrics
 from pevl.engine.train import train
+from pevl.engine.workdir import run_files
 from pevl.errors import PevlError
 from pevl.utils.io import atomic_open
 
@@ -126,7 +127,10 @@ def run_demo(
             if progress:
                 print(f"training {name} ({preset}) for {settings.epochs} epochs ...")
             cfg = demo_config(preset, data_root, settings)
-            run = train(cfg, work_dir, resume=find_latest(work_dir) is not None, progress=progress)
+            resume = find_latest(work_dir) is not None
+            # A run stopped before its first checkpoint left nothing to resume: its own files are started over.
+            fresh = not resume and bool(run_files(work_dir))
+            run = train(cfg, work_dir, resume=resume, progress=progress, overwrite=fresh)
             if run.interrupted:
                 raise KeyboardInterrupt
             checkpoint = run.checkpoint

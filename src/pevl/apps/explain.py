@@ -35,6 +35,8 @@ CAPTIONS = {
     "timeline.png": "Action timeline: the top-1 action of sliding windows over the whole video (height = its "
     "probability) and the merged segments below, as pevl predict --timeline computes them.",
 }
+OUTPUT_FILES = (*CAPTIONS, "explain.json", "index.html")
+"""Every file ``pevl explain`` may write in its output folder."""
 
 
 @dataclass
@@ -160,7 +162,7 @@ def explain_video(
         if explanations and explanations[0].predicted_label in names:
             target = names.index(explanations[0].predicted_label)
         explanations.append(explain_clip(loaded.model, clip, names, coarse, model_name=preset, target=target))
-        check_finite_scores(explanations[-1].probabilities[None], loaded.checkpoint.path)
+        check_finite_scores(explanations[-1].probabilities[None], loaded.checkpoint.path, f"{video}")
         result.warnings += [w for w in clip.warnings if w not in result.warnings]
         if timeline is None:  # the first model's timeline of the whole video
             timeline = run_timeline(video, loaded.model, names, coarse, pose_file=pose_file, pose_layout=pose_layout)

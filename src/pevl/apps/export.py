@@ -27,13 +27,21 @@ import torch
 from torch import nn
 
 from pevl.engine.builder import load_trained_model
-from pevl.errors import PevlError, file_error
+from pevl.errors import PevlError, file_error, first_line
 from pevl.models.pevl import PeVL
 from pevl.models.text_encoder import TextFeatures
 from pevl.utils.io import atomic_path, check_output_file, write_json
 
 INSTALL_HINT = "pip install 'pevl[export]'"
 DEFAULT_OPSET = 17
+MIN_OPSET = 14  # scaled_dot_product_attention and LayerNorm export from here on
+
+
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets ``pevl export`` accepts: from :data:`MIN_OPSET` to the highest torch's exporter writes."""
+    from torch.onnx import _constants
+
+    return MIN_OPSET, int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", DEFAULT_OPSET))
 
 
 class ScoringGraph(nn.Module):
@@ -119,6 +127,9 @@ def export_onnx(
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise file_error(out, "the exported model must be a .onnx file")
+    low, high = opset_range()
+    if not low <= opset <= high:
+        raise PevlError(f"--opset {opset}: this torch exports ONNX opsets {low} to {high} (default {DEFAULT_OPSET})")
     check_output_file(out, "exported model")
     try:
         import onnx  # noqa: F401  (torch's exporter imports it)
@@ -137,11 +148,14 @@ def export_onnx(
     dynamic = {name: {0: "batch"} for name in [*inputs, "logits", "probabilities"]}
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with torch.no_grad():
-            torch.onnx.export(
-                graph, example_inputs(model), str(tmp), dynamo=False, input_names=inputs,
-                output_names=["logits", "probabilities"], dynamic_axes=dynamic, opset_version=opset,
-            )  # fmt: skip
+        try:
+            with torch.no_grad():
+                torch.onnx.export(
+                    graph, example_inputs(model), str(tmp), dynamo=False, input_names=inputs,
+                    output_names=["logits", "probabilities"], dynamic_axes=dynamic, opset_version=opset,
+                )  # fmt: skip
+        except (RuntimeError, ValueError, TypeError) as err:  # the message may hold a whole graph dump
+            raise PevlError(f"{out}: torch cannot export this model at opset {opset}: {first_line(err)}") from None
         result = ExportResult(out, names, inputs, out.with_name(out.name + ".json"))
         if check_videos:  # checked before the rename: a failed check leaves no file behind
             result.max_abs_diff, result.checked_clips = check_onnx(tmp, graph, check_videos, pose_file)

@@ -53,6 +53,7 @@ def prepare_clip(
     pose_layout: str | None = None,
     pose_backend: str = "mediapipe",
     pose_cache_dir: str | Path | None = None,
+    resample_poses: bool = False,
 ) -> ClipInput:
     """Sample and prepare the centre clip of a video for a model.
 
@@ -68,6 +69,8 @@ def prepare_clip(
         pose_layout: Joint layout of ``pose_file`` when it is not COCO-17 (e.g. ``jhmdb15``).
         pose_backend: Extractor for the cache lookup and on-the-fly estimation.
         pose_cache_dir: The pose cache folder (default ``$PEVL_CACHE/poses``).
+        resample_poses: Resample ``pose_file`` poses by time to the video's frames even when their frame counts
+            differ by more than a few percent (within it, they are resampled with a warning).
 
     Returns:
         The prepared clip.
@@ -97,6 +100,7 @@ def prepare_clip(
     img_shape = (int(frames.shape[1]), int(frames.shape[2]))
     num_joints = model_cfg.num_joints
     source = "none"
+    pose_warnings: list[str] = []
     keypoint = np.zeros((len(pose_idx), num_joints, 2), np.float32)
     score = np.zeros((len(pose_idx), num_joints), np.float32)
     if model_cfg.use_pose:
@@ -105,9 +109,10 @@ def prepare_clip(
             # Poses of every frame of the video: take the sampled ones.
             if pose_file is not None:
                 person = SkeletonFile(pose_file, pose_layout).video_poses(
-                    video, num_frames=info.num_frames, frame_shape=img_shape
+                    video, num_frames=info.num_frames, frame_shape=img_shape, resample=resample_poses
                 )
                 all_keypoint, all_score, img_shape = person.keypoint, person.score, person.img_shape
+                pose_warnings = person.warnings
                 source = "file"
             else:
                 all_keypoint, all_score = main_person(*fill_gaps(cached.keypoint, cached.keypoint_score))
@@ -142,7 +147,7 @@ def prepare_clip(
         img_shape,
     )
     consequence = "the prediction rests on the video alone" if model_cfg.use_video else "the pose-only score is noise"
-    warnings = content_warnings(video, info, score if model_cfg.use_pose else None, consequence)
+    warnings = pose_warnings + content_warnings(video, info, score if model_cfg.use_pose else None, consequence)
     return ClipInput(
         out.get("video"),
         out.get("pose"),
@@ -173,11 +178,27 @@ def parse_labels(labels: str | None) -> list[str] | None:
     if is_file:
         from pevl.data.datasets.lists import read_class_names
 
-        return read_class_names(path)  # any label-map format (one per line, "id: name", JSON, pbtxt)
+        names = read_class_names(path)  # any label-map format (one per line, "id: name", JSON, pbtxt)
+        _refuse_duplicates(names, str(path))
+        return names
     names = [part.strip() for part in labels.split(";") if part.strip()]
     if len(names) < 2:
         raise PevlError(f"--labels {labels!r}: give a label file or at least two labels separated by ';'")
+    _refuse_duplicates(names, "--labels")
     return names
+
+
+def _refuse_duplicates(names: Sequence[str], source: str) -> None:
+    """Refuse a label list naming a class twice: two identical texts would split one action's probability."""
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, 1):
+        key = " ".join(name.lower().split())
+        if key in seen:
+            raise PevlError(
+                f"{source}: labels {seen[key]} and {position} are both {name!r}: two identical texts split one "
+                "action's probability; give each class once"
+            )
+        seen[key] = position
 
 
 def run_model(
@@ -223,6 +244,7 @@ def predict_video(
     amp: str = "auto",
     text_cache: bool = True,
     text_cache_dir: str | Path | None = None,
+    resample_poses: bool = False,
 ) -> dict[str, Any]:
     """Top-k actions of a video (the library function behind ``pevl predict``).
 
@@ -239,6 +261,7 @@ def predict_video(
         text_cache: Keep the encoded label texts on disk (:mod:`pevl.apps.text_cache`): later runs with the same
             checkpoint and labels skip the text encoder.
         text_cache_dir: Its folder (default ``$PEVL_CACHE/texts``).
+        resample_poses: Resample ``pose_file`` poses by time even when their frame count is far from the video's.
 
     Returns:
         A JSON-ready dict: ``video``, ``checkpoint``, ``top_k`` (label, index, probability), frame indices,
@@ -260,7 +283,7 @@ def predict_video(
     dtype = resolve_amp(device, amp, training=False, width=model.config.clip.vision.width)
     load_seconds = time.perf_counter() - started
     clip = prepare_clip(video, model.config, crops=crops, pose_file=pose_file, pose_layout=pose_layout,
-                        pose_backend=pose_backend)  # fmt: skip
+                        pose_backend=pose_backend, resample_poses=resample_poses)  # fmt: skip
     started = time.perf_counter()
     texts_cached = False
     if text_cache:
@@ -268,13 +291,14 @@ def predict_video(
 
         cache = TextFeatureCache(loaded.checkpoint.model_file, text_cache_dir)
         features, texts_cached = cache.get_or_encode(model, labels, coarse, dtype)
+        clip.warnings.extend(cache.warnings)
     else:
         with torch.no_grad(), autocast(device, amp, training=False, width=model.config.clip.vision.width):
             features = model.encode_class_texts(model.build_class_texts(list(labels), list(coarse) if coarse else None))
     texts_seconds = time.perf_counter() - started
     started = time.perf_counter()
     probs, _ = run_model(model, clip, labels, coarse, amp, texts=features)
-    check_finite_scores(probs[None], loaded.checkpoint.path)
+    check_finite_scores(probs[None], loaded.checkpoint.path, f"{video} (its video, poses or label texts)")
     model_seconds = time.perf_counter() - started
     order = np.argsort(-probs)[: max(1, min(top_k, len(labels)))]
     return {

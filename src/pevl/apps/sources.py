@@ -29,6 +29,8 @@ from pevl.errors import PevlError, file_error
 
 STDIN = "-"
 """The source name that reads a stream from standard input."""
+FRAME_TIMEOUT_S = 300.0
+"""Seconds without a frame after which a decoder (file or live) is reported stuck."""
 
 
 @dataclass
@@ -191,7 +193,10 @@ class FrameSource:
         try:
             while True:
                 with condition:
+                    waited = time.monotonic()
                     while not buffer:
+                        if time.monotonic() - waited > FRAME_TIMEOUT_S:
+                            raise file_error(self.name, f"no frame for {FRAME_TIMEOUT_S:g} s (stuck decoder or stream)")
                         condition.wait(0.1)
                     item = buffer.popleft()
                     condition.notify_all()
@@ -205,7 +210,7 @@ class FrameSource:
             with condition:
                 condition.notify_all()
             if not self.live:
-                worker.join()
+                worker.join(FRAME_TIMEOUT_S)  # it sees ``stop`` within 0.1 s unless the decoder is stuck (daemon)
             if not worker.is_alive():
                 self.close()
 

@@ -10,6 +10,7 @@ bounded by the window length, not the video length (the per-frame keypoints of a
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,10 +20,19 @@ import numpy as np
 import torch
 
 from pevl.apps.sources import FrameSource
-from pevl.apps.timeline import Timeline, Window, make_window, plan_windows, window_sizes
+from pevl.apps.timeline import (
+    Timeline,
+    Window,
+    is_variable_rate,
+    make_window,
+    plan_windows,
+    plan_windows_by_time,
+    window_sizes,
+)
 from pevl.data.pose.base import _sanitise, create_extractor
 from pevl.data.pose.tracking import box_iou, keypoint_box, person_presence
 from pevl.data.transforms import ClipTransform, centre_square_box, normalize_keypoints
+from pevl.data.video import frame_times
 from pevl.engine.builder import autocast, load_trained_model
 from pevl.errors import PevlError
 from pevl.models.pevl import PeVL
@@ -63,11 +73,12 @@ class _PoseSupply:
     score: np.ndarray | None = None
     img_shape: tuple[int, int] | None = None
     source: str = "none"
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def _pose_supply(
     video: str, use_pose: bool, pose_file: str | Path | None, pose_layout: str | None, pose_backend: str,
-    pose_cache_dir: str | Path | None, live: bool,
+    pose_cache_dir: str | Path | None, live: bool, num_frames: int | None = None, resample: bool = False,
 ) -> _PoseSupply:  # fmt: skip
     if not use_pose:
         return _PoseSupply()
@@ -76,8 +87,8 @@ def _pose_supply(
             raise PevlError("--pose-file cannot be used with a live source: poses are estimated as frames arrive")
         from pevl.data.pose.pyskl import SkeletonFile
 
-        person = SkeletonFile(pose_file, pose_layout).video_poses(Path(video))
-        return _PoseSupply(person.keypoint, person.score, person.img_shape, "file")
+        person = SkeletonFile(pose_file, pose_layout).video_poses(Path(video), num_frames=num_frames, resample=resample)
+        return _PoseSupply(person.keypoint, person.score, person.img_shape, "file", person.warnings)
     if not live:
         from pevl.data.pose.cache import PoseCache
         from pevl.data.pose.gaps import fill_gaps
@@ -175,6 +186,7 @@ def run_timeline(
     live: bool | None = None,
     input_format: str | None = None,
     on_window: OnWindow | None = None,
+    resample_poses: bool = False,
 ) -> Timeline:
     """Score every window of a video file or a live stream.
 
@@ -195,6 +207,7 @@ def run_timeline(
         live: Treat the source as live (default: ``-``, URLs and devices are live).
         input_format: FFmpeg input format for sources that cannot be probed.
         on_window: Called as each window's scores are known.
+        resample_poses: Resample ``pose_file`` poses by time even when their frame count is far from the video's.
 
     Returns:
         The :class:`~pevl.apps.timeline.Timeline`.
@@ -208,12 +221,22 @@ def run_timeline(
     tp, tv = cfg.num_pose_frames, cfg.num_video_frames
     with FrameSource(source, live=live, input_format=input_format) as frames:
         supply = _pose_supply(frames.name, cfg.use_pose, pose_file, pose_layout, pose_backend, pose_cache_dir,
-                              frames.live)  # fmt: skip
+                              frames.live, frames.num_frames, resample_poses)  # fmt: skip
         window = default_window_seconds(tp, frames.fps) if window is None else window
         length, step = window_sizes(frames.fps, window, stride)
-        result = Timeline(frames.name, frames.fps, 0, length, step, list(labels), pose_source=supply.source)
+        result = Timeline(frames.name, frames.fps, 0, length, step, list(labels), pose_source=supply.source,
+                          window_seconds=window, stride_seconds=window / 2 if stride is None else stride,
+                          warnings=list(supply.warnings))  # fmt: skip
         engine = _Engine(model, labels, coarse, amp)
-        planned = plan_windows(frames.num_frames, length, step, tp, tv) if frames.num_frames is not None else None
+        times = None if frames.live else frame_times(frames.name)
+        if not is_variable_rate(times, frames.fps) or len(times) != frames.num_frames:  # type: ignore[arg-type]
+            times = None  # a constant rate: frame-exact windows, times are frame / fps
+        if times is not None:  # a variable frame rate: windows and every time from the presentation timestamps
+            planned = plan_windows_by_time(times, result.window_length, result.stride_length, tp, tv)
+            result.times = times
+        else:
+            planned = plan_windows(frames.num_frames, length, step, tp, tv) if frames.num_frames is not None else None
+        live_times: dict[int, float] = {}  # a live source: the timestamps of the frames still needed
         need_pose, need_rgb = _needs(planned, cfg.use_pose, cfg.use_video, keep_poses)
         frames.want_rgb = lambda i: (need_pose is None or i in need_pose) or (need_rgb is None or i in need_rgb)
         extractor = create_extractor(pose_backend) if supply.source == "extracted" else None
@@ -223,6 +246,17 @@ def run_timeline(
         pending: list[Window] = []
         next_start = 0  # live: start of the next regular window
         to_check = list(planned) if planned is not None else []
+
+        def timed(w: Window) -> Window:
+            """A live window with the presentation times of its first frame and of the end of its last one."""
+            if not live_times:
+                return w
+            keys = np.fromiter(live_times.keys(), dtype=np.int64)
+
+            def at(frame: int) -> float:
+                return live_times[int(keys[np.argmin(np.abs(keys - frame))])]
+
+            return dataclasses.replace(w, times=(at(w.start), at(w.end - 1) + 1.0 / frames.fps))
 
         def flush(index: int) -> None:
             if not pending:
@@ -238,12 +272,16 @@ def run_timeline(
             # (its final window is clamped to wherever the stream ends).
             keep = min((w.start for w in to_check), default=next_start if planned is None else index + 1)
             engine.forget_before(min(keep, index + 1 - length) if planned is None else keep)
+            for frame in [k for k in live_times if k < min(keep, index + 1 - length)]:
+                del live_times[frame]
 
         try:
             index = -1
             for item in frames:
                 index = item.index
                 result.num_frames = index + 1
+                if frames.live:
+                    live_times[index] = item.time
                 wants_pose = cfg.use_pose and (need_pose is None or index in need_pose)
                 wants_rgb = cfg.use_video and (need_rgb is None or index in need_rgb)
                 if wants_pose or wants_rgb:
@@ -271,8 +309,8 @@ def run_timeline(
                 # Windows that end with this frame.
                 if planned is None:
                     while next_start + length - 1 <= index:
-                        to_check.append(make_window(len(result.windows) + len(pending) + len(to_check), next_start,
-                                                    next_start + length, tp, tv))  # fmt: skip
+                        to_check.append(timed(make_window(len(result.windows) + len(pending) + len(to_check),
+                                                          next_start, next_start + length, tp, tv)))  # fmt: skip
                         next_start += step
                 while to_check and to_check[0].end - 1 <= index:
                     pending.append(to_check.pop(0))
@@ -282,7 +320,7 @@ def run_timeline(
                 done = pending or result.windows
                 if not done or done[-1].end < index + 1:
                     count = len(result.windows) + len(pending)
-                    pending.append(make_window(count, max(0, index + 1 - length), index + 1, tp, tv))
+                    pending.append(timed(make_window(count, max(0, index + 1 - length), index + 1, tp, tv)))
             flush(index)
         finally:
             if extractor is not None:

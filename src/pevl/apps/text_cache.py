@@ -13,7 +13,10 @@ The key is a SHA-256 of:
 * the autocast dtype the texts were encoded under.
 
 Entries are ``<key>.safetensors`` files under ``$PEVL_CACHE/texts`` (default ``~/.cache/pevl/texts``), written
-atomically; an unreadable or mismatching entry counts as a miss and is overwritten. Deleting the folder is safe.
+atomically. Each carries a SHA-256 checksum of its key (what it was computed from) and of its tensors' bytes: an
+entry damaged on disk, or another entry's tensors under this name, fails it and is discarded and encoded again
+with a warning, as is an entry holding NaN or inf; an absent or differently keyed one is a plain miss. Deleting
+the folder is safe.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 from pevl.models.text_encoder import TextFeatures
 from pevl.utils.io import atomic_path
 
-FORMAT = "pevl-text-features-1"
+FORMAT = "pevl-text-features-2"  # 2: entries carry a checksum
 _TENSORS = ("sentence", "words", "word_mask", "phrase_index")
 
 
@@ -95,8 +98,26 @@ def text_cache_key(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+class DamagedEntry(Exception):
+    """A cache entry that fails its checksum or holds non-finite values (the message says which)."""
+
+
+def entry_checksum(key: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the key and of every tensor's name, dtype, shape and bytes, in a fixed order."""
+    digest = hashlib.sha256(key.encode())
+    for name in _TENSORS:
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def load_text_features(path: str | Path, key: str) -> TextFeatures | None:
-    """The features stored at ``path`` under ``key``; ``None`` when absent, unreadable or stored under another key."""
+    """The features stored at ``path`` under ``key``; ``None`` when absent, of another format or another key.
+
+    Raises:
+        DamagedEntry: The entry is unreadable, fails its checksum, or holds NaN / inf.
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -108,8 +129,12 @@ def load_text_features(path: str | Path, key: str) -> TextFeatures | None:
             if metadata.get("format") != FORMAT or metadata.get("key") != key:
                 return None
             tensors = {name: f.get_tensor(name) for name in _TENSORS}
-    except (SafetensorError, OSError, ValueError, RuntimeError):
-        return None
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as err:
+        raise DamagedEntry(f"unreadable ({type(err).__name__})") from None
+    if metadata.get("sha256") != entry_checksum(key, tensors):
+        raise DamagedEntry("fails its checksum")
+    if not all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point()):
+        raise DamagedEntry("holds NaN or inf")
     return TextFeatures(**tensors)
 
 
@@ -121,7 +146,7 @@ def save_text_features(path: str | Path, key: str, features: TextFeatures) -> No
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "key": key})
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "key": key, "sha256": entry_checksum(key, tensors)})
 
 
 class TextFeatureCache:
@@ -135,6 +160,7 @@ class TextFeatureCache:
     def __init__(self, model_file: str | Path, cache_dir: str | Path | None = None) -> None:
         self.weights = weights_identity(model_file)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.warnings: list[str] = []  # damaged entries met (discarded and encoded again), one line each
 
     def path(self, key: str) -> Path:
         """The entry file of a key."""
@@ -161,7 +187,11 @@ class TextFeatureCache:
         cfg = model.config
         key = text_cache_key(self.weights, labels, coarse, cfg.prompt, cfg.clip.text.context_length, dtype)
         device = next(model.parameters()).device
-        cached = load_text_features(self.path(key), key)
+        try:
+            cached = load_text_features(self.path(key), key)
+        except DamagedEntry as err:
+            cached = None
+            self.warnings.append(f"{self.path(key)}: cached class texts {err}; discarded and encoded again")
         if cached is not None and cached.sentence.shape[0] == len(labels):
             return _to(cached, device), True
         texts = model.build_class_texts(list(labels), list(coarse) if coarse else None)

@@ -6,6 +6,11 @@ clamped to the end, when the regular ones stop short of it. A video shorter than
 ``[0, N)``. Inside a window the model's clip is sampled as for a whole trimmed video
 (:func:`pevl.data.sampling.sample_clip_indices`), shifted to the window's start.
 
+Times are presentation timestamps: on a variable-frame-rate file the windows are planned in seconds
+(:func:`plan_windows_by_time`, each window holds the frames shown during its span) and every time reported (JSON,
+CSV, the printed table, segments, the annotated video) comes from the frames' timestamps, never from
+``frame / fps``; a constant-rate file keeps frame-exact windows of ``round(window * fps)`` frames.
+
 Segments merge runs of consecutive windows whose top-1 action (after optional smoothing of the probabilities
 over neighbouring windows) is the same and at least ``min_score`` likely. Overlapping windows are split at the
 midpoints between their centres, so segments never overlap: the first starts at 0, the last ends with the video,
@@ -41,6 +46,8 @@ class Window:
         end: One past the last frame.
         pose_frames: ``[T_p]`` frame numbers of the pose stream.
         video_frames: ``[T_v]`` frame numbers of the RGB stream (a subset of ``pose_frames``).
+        times: ``(start, end)`` seconds from the frames' timestamps when known when the window is made (a live
+            source); otherwise the timeline converts ``start`` and ``end``.
     """
 
     index: int
@@ -48,6 +55,7 @@ class Window:
     end: int
     pose_frames: np.ndarray
     video_frames: np.ndarray
+    times: tuple[float, float] | None = None
 
 
 def window_sizes(fps: float, window: float, stride: float | None) -> tuple[int, int]:
@@ -77,6 +85,47 @@ def make_window(index: int, start: int, end: int, num_pose_frames: int, num_vide
     """The window ``[start, end)`` with its clip sampled as for a trimmed video of ``end - start`` frames."""
     clip = sample_clip_indices(end - start, num_pose_frames, num_video_frames)
     return Window(index, start, end, clip.pose[0] + start, clip.video[0] + start)
+
+
+def is_variable_rate(times: np.ndarray | None, fps: float) -> bool:
+    """Whether frame timestamps stray from ``index / fps`` by more than half a frame somewhere (a VFR video)."""
+    if times is None or len(times) < 2 or fps <= 0:
+        return False
+    return bool(np.max(np.abs(times - np.arange(len(times)) / fps)) > 0.5 / fps)
+
+
+def plan_windows_by_time(
+    times: np.ndarray, window: float, stride: float, num_pose_frames: int, num_video_frames: int
+) -> list[Window]:
+    """Windows of ``window`` seconds every ``stride`` seconds over frames shown at ``times`` (a VFR video).
+
+    Window ``k`` holds the frames whose timestamps fall in ``[k * stride, k * stride + window)``; a last window
+    clamped to the end is added when the regular ones stop short of it, as for frames.
+
+    Args:
+        times: ``[N]`` increasing seconds of each frame, from 0.
+        window: Window length in seconds.
+        stride: Seconds between window starts.
+        num_pose_frames: ``T_p`` of the model.
+        num_video_frames: ``T_v`` of the model.
+    """
+    count = len(times)
+    if count == 0:
+        return []
+    end = float(times[-1]) + (float(times[-1] - times[-2]) if count > 1 else 0.0)
+    eps = 1e-6
+    if end <= window + eps:
+        return [make_window(0, 0, count, num_pose_frames, num_video_frames)]
+    starts = list(np.arange(0.0, end - window + eps, stride))
+    if starts[-1] + window < end - eps:
+        starts.append(end - window)
+    spans: list[tuple[int, int]] = []
+    for t in starts:
+        first = min(int(np.searchsorted(times, t - eps)), count - 1)
+        last = max(int(np.searchsorted(times, t + window - eps)), first + 1)
+        if not spans or spans[-1] != (first, last):  # a gap longer than the window: one window, not several
+            spans.append((first, last))
+    return [make_window(i, s, e, num_pose_frames, num_video_frames) for i, (s, e) in enumerate(spans)]
 
 
 def window_starts(num_frames: int, length: int, stride: int) -> list[tuple[int, int]]:
@@ -182,7 +231,7 @@ class Timeline:
 
     Attributes:
         video: The source.
-        fps: Frame rate used to turn frames into seconds.
+        fps: Average frame rate (frames over duration).
         num_frames: Frames decoded.
         window_frames: Window length in frames.
         stride_frames: Stride in frames.
@@ -195,6 +244,11 @@ class Timeline:
         pose_source: ``"file"``, ``"cache"``, ``"extracted"`` or ``"none"``.
         dropped_frames: Frames a live source dropped because processing fell behind.
         seconds: Time spent per stage (``decode``, ``pose``, ``model``, ``total``).
+        times: ``[N]`` presentation time of each frame in seconds from the first (variable frame rate), or ``None``:
+            frame ``i`` is shown at ``i / fps``.
+        window_seconds: The window asked for, in seconds (``None``: ``window_frames / fps``).
+        stride_seconds: The stride asked for, in seconds (``None``: ``stride_frames / fps``).
+        warnings: Things to know about the inputs (e.g. poses resampled to the video's frames), one line each.
     """
 
     video: str
@@ -211,23 +265,55 @@ class Timeline:
     pose_source: str = "none"
     dropped_frames: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    times: np.ndarray | None = None
+    window_seconds: float | None = None
+    stride_seconds: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def time_of(self, frame: float | np.ndarray) -> Any:
+        """Seconds at a (possibly fractional) frame position; ``num_frames`` is the end of the last frame."""
+        if self.times is None or len(self.times) == 0:
+            return np.asarray(frame, dtype=np.float64) / self.fps
+        times = np.asarray(self.times, dtype=np.float64)
+        last = times[-1] + (times[-1] - times[-2] if len(times) > 1 else 1.0 / self.fps)
+        return np.interp(frame, np.arange(len(times) + 1), np.append(times, last))
+
+    def window_span(self, window: Window) -> tuple[float, float]:
+        """``(start, end)`` seconds of a window, from the frames' timestamps."""
+        if window.times is not None:
+            return window.times
+        return float(self.time_of(window.start)), float(self.time_of(window.end))
 
     @property
     def duration(self) -> float:
         """Seconds covered by the decoded frames."""
-        return self.num_frames / self.fps
+        return float(self.time_of(self.num_frames))
 
-    def bounds(self) -> np.ndarray:
-        """``[W + 1]`` seconds: window ``k`` owns ``[bounds[k], bounds[k+1])``, split at midpoints of centres."""
+    @property
+    def window_length(self) -> float:
+        """Window length in seconds."""
+        return self.window_seconds if self.window_seconds is not None else self.window_frames / self.fps
+
+    @property
+    def stride_length(self) -> float:
+        """Stride in seconds."""
+        return self.stride_seconds if self.stride_seconds is not None else self.stride_frames / self.fps
+
+    def frame_bounds(self) -> np.ndarray:
+        """``[W + 1]`` frame positions: window ``k`` owns ``[bounds[k], bounds[k+1])``, split between centres."""
         if not self.windows:
             return np.zeros(1)
         centres = np.array([(w.start + w.end) / 2 for w in self.windows], dtype=np.float64)
         inner = (centres[:-1] + centres[1:]) / 2
-        return np.concatenate([[0.0], inner, [float(self.num_frames)]]) / self.fps
+        return np.concatenate([[0.0], inner, [float(self.num_frames)]])
+
+    def bounds(self) -> np.ndarray:
+        """``[W + 1]`` seconds: window ``k`` owns ``[bounds[k], bounds[k+1])``, split at midpoints of centres."""
+        return np.asarray(self.time_of(self.frame_bounds()), dtype=np.float64)
 
     def window_at(self, frame: int) -> int:
         """Index of the window that owns a frame (see :meth:`bounds`)."""
-        inner = self.bounds()[1:-1] * self.fps
+        inner = self.frame_bounds()[1:-1]
         return int(np.searchsorted(inner, frame + 0.5))
 
     def top_k(self, window: int, k: int) -> list[tuple[str, float]]:
@@ -242,10 +328,11 @@ class Timeline:
 
     def window_dict(self, window: Window, k: int) -> dict[str, Any]:
         """JSON-ready form of one window."""
+        start, end = self.window_span(window)
         return {
             "index": window.index,
-            "start": round(window.start / self.fps, 3),
-            "end": round(window.end / self.fps, 3),
+            "start": round(start, 3),
+            "end": round(end, 3),
             "start_frame": window.start,
             "end_frame": window.end,
             "top_k": [{"label": label, "probability": round(p, 6)} for label, p in self.top_k(window.index, k)],
@@ -258,10 +345,12 @@ class Timeline:
             "fps": round(self.fps, 4),
             "num_frames": self.num_frames,
             "duration": round(self.duration, 3),
-            "window": round(self.window_frames / self.fps, 4),
-            "stride": round(self.stride_frames / self.fps, 4),
+            "window": round(self.window_length, 4),
+            "stride": round(self.stride_length, 4),
+            "variable_frame_rate": self.times is not None,
             "pose_source": self.pose_source,
             "dropped_frames": self.dropped_frames,
+            "warnings": list(self.warnings),
             "windows": [self.window_dict(w, top_k) for w in self.windows],
             "segments": [s.to_dict() for s in self.segments(min_score, smooth)],
             "seconds": {key: round(value, 3) for key, value in self.seconds.items()},
@@ -278,14 +367,15 @@ class Timeline:
             writer.writerow(["window", "start", "end", "rank", "label", "probability"])
             for w in self.windows:
                 for rank, (label, p) in enumerate(self.top_k(w.index, top_k), 1):
-                    start, end = round(w.start / self.fps, 3), round(w.end / self.fps, 3)
-                    writer.writerow([w.index, start, end, rank, label, f"{p:.6f}"])
+                    start, end = self.window_span(w)
+                    writer.writerow([w.index, round(start, 3), round(end, 3), rank, label, f"{p:.6f}"])
 
     def format(self, top_k: int = 3, min_score: float = 0.0, smooth: int = 1) -> str:
         """A human-readable table of the windows and the segments."""
         lines = [
-            f"{self.video}: {len(self.windows)} windows of {self.window_frames / self.fps:.2f} s every "
-            f"{self.stride_frames / self.fps:.2f} s over {self.duration:.2f} s (poses: {self.pose_source})"
+            f"{self.video}: {len(self.windows)} windows of {self.window_length:.2f} s every "
+            f"{self.stride_length:.2f} s over {self.duration:.2f} s (poses: {self.pose_source})"
+            + (", variable frame rate" if self.times is not None else "")
         ]
         for w in self.windows:
             lines.append(format_window(self, w, top_k))
@@ -298,7 +388,8 @@ class Timeline:
 def format_window(timeline: Timeline, window: Window, top_k: int = 3) -> str:
     """One line: the window's time span and its top-k actions."""
     best = ", ".join(f"{label} {100 * p:.1f}%" for label, p in timeline.top_k(window.index, top_k))
-    return f"  {window.start / timeline.fps:8.2f} - {window.end / timeline.fps:8.2f} s  {best}"
+    start, end = timeline.window_span(window)
+    return f"  {start:8.2f} - {end:8.2f} s  {best}"
 
 
 def segment_colours(count: int) -> np.ndarray:
@@ -339,8 +430,8 @@ def plot_timeline(timeline: Timeline, path: str | Path, min_score: float = 0.0, 
         top.fill_between([bounds[k], bounds[k + 1]], 0, timeline.probs[k, cls], color=colours[cls], step="pre")
     top.set_ylim(0, 1)
     top.set_ylabel("top-1 prob.")
-    top.set_title(f"Timeline: {len(timeline.windows)} windows of {timeline.window_frames / timeline.fps:.2f} s "
-                  f"every {timeline.stride_frames / timeline.fps:.2f} s")  # fmt: skip
+    top.set_title(f"Timeline: {len(timeline.windows)} windows of {timeline.window_length:.2f} s "
+                  f"every {timeline.stride_length:.2f} s")  # fmt: skip
     for seg in timeline.segments(min_score, smooth):
         cls = timeline.labels.index(seg.label)
         bottom.axvspan(seg.start, seg.end, color=colours[cls])

@@ -64,6 +64,20 @@ def show_warnings_as_lines() -> None:
     warnings.showwarning = show
 
 
+def checkpoint_inputs(path: str | None) -> list[str]:
+    """What a ``--checkpoint`` argument reads: the path and, for a checkpoint folder, its model and state files.
+
+    For the output-vs-input check (:func:`pevl.utils.io.check_not_inputs`) of the commands that load a checkpoint.
+    """
+    if not path:
+        return []
+    from pathlib import Path
+
+    from pevl.engine.checkpoint import MODEL_FILE, STATE_FILE
+
+    return [path, str(Path(path) / MODEL_FILE), str(Path(path) / STATE_FILE)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every sub-command of this package."""
     from pevl import __version__

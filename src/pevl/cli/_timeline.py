@@ -56,8 +56,9 @@ def run_timeline_command(args: argparse.Namespace) -> int:
     from pevl.apps.sources import is_live_name, require_source
     from pevl.apps.stream import timeline_video
     from pevl.apps.timeline import Timeline, Window, format_window
+    from pevl.cli import checkpoint_inputs
     from pevl.errors import PevlError
-    from pevl.utils.io import check_output_file
+    from pevl.utils.io import check_not_inputs, check_output_file
 
     if args.top_k < 1:
         raise PevlError("--top-k must be at least 1")
@@ -69,6 +70,10 @@ def run_timeline_command(args: argparse.Namespace) -> int:
     if live and args.out_video:
         raise PevlError("--out-video needs a video file, not a live source")
     require_source(args.video)
+    check_not_inputs(
+        {"--out-json file": args.out_json, "--out-csv file": args.out_csv, "--out-video file": args.out_video},
+        [args.video, args.pose_file, args.labels, *checkpoint_inputs(args.checkpoint)],
+    )
     for path, what in ((args.out_json, "timeline JSON"), (args.out_csv, "timeline CSV"), (args.out_video, "video")):
         if path:
             check_output_file(path, what)
@@ -96,7 +101,10 @@ def run_timeline_command(args: argparse.Namespace) -> int:
         live=live,
         input_format=args.input_format,
         on_window=on_window if live else None,
+        resample_poses=args.resample_poses,
     )
+    for warning in timeline.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.out_video:
         from pevl.apps.annotate import annotate_video
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pevl.cli import add_set_option
 from pevl.cli._checkpoint import CHECKPOINT_HELP
@@ -29,8 +30,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics."""
-    from pevl.engine.evaluate import metrics_json, run_evaluation, summary_line
+    from pevl.cli import checkpoint_inputs
+    from pevl.engine.evaluate import REPORT_FILES, metrics_json, run_evaluation, summary_line
+    from pevl.errors import PevlError
+    from pevl.utils.io import check_not_inputs
 
+    model_keys = [item for item in args.overrides if item.split("=", 1)[0].strip().startswith("model.")]
+    if model_keys:
+        raise PevlError(
+            f"--set {model_keys[0]}: the model is the checkpoint's as trained; model settings cannot change at "
+            "evaluation (use --set data.* / train.amp, or train another model)"
+        )
+    if args.out:
+        check_not_inputs({f"report {name}": Path(args.out) / name for name in REPORT_FILES},
+                         checkpoint_inputs(args.checkpoint))  # fmt: skip
     result = run_evaluation(
         args.checkpoint,
         args.overrides,

@@ -32,14 +32,20 @@ def run(args: argparse.Namespace) -> int:
     """Write the figures and print where they are."""
     from pathlib import Path
 
-    from pevl.apps.explain import explain_video, explanation_summary
+    from pevl.apps.explain import OUTPUT_FILES, explain_video, explanation_summary
     from pevl.apps.inference import parse_labels
+    from pevl.cli import checkpoint_inputs
     from pevl.errors import PevlError
-    from pevl.utils.io import check_output_dir
+    from pevl.utils.io import check_not_inputs, check_output_dir
 
     if args.top_k < 1:
         raise PevlError(f"--top-k must be at least 1, got {args.top_k}")
     out = args.out or f"explain_{Path(args.video).stem}"
+    check_not_inputs(
+        {f"output {name}": Path(out) / name for name in OUTPUT_FILES},
+        [args.video, args.pose_file, args.labels, *checkpoint_inputs(args.checkpoint)]
+        + checkpoint_inputs(args.compare),
+    )
     check_output_dir(out)  # before the models run
     result = explain_video(
         args.video,

@@ -32,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
     """Export and report."""
     from pevl.apps.export import describe, export_onnx
     from pevl.apps.inference import parse_labels
+    from pevl.cli import checkpoint_inputs
+    from pevl.utils.io import check_not_inputs
 
+    check_not_inputs(
+        {"ONNX file": args.out}, [*checkpoint_inputs(args.checkpoint), args.labels, args.pose_file, *args.check]
+    )
     result = export_onnx(
         args.checkpoint, args.out, labels=parse_labels(args.labels), opset=args.opset, check_videos=args.check,
         pose_file=args.pose_file,

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from pevl.data.pose.extract import extract_poses
     from pevl.data.pose.shards import parse_shard
     from pevl.errors import PevlError
-    from pevl.utils.io import check_output_dir, check_output_file
+    from pevl.utils.io import check_not_inputs, check_output_dir, check_output_file
 
     if args.workers < 1:
         raise PevlError(f"--workers must be at least 1, got {args.workers}")
@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         raise PevlError(f"--start-index must be at least 0, got {args.start_index}")
     if args.wait_timeout <= 0:
         raise PevlError(f"--wait-timeout must be positive, got {args.wait_timeout}")
+    check_not_inputs({"skeleton pickle": args.out}, args.inputs)  # videos inside folders/lists: extract_poses
     check_output_file(args.out, "skeleton pickle")  # before any video is processed
     check_output_dir(args.cache_dir or default_cache_dir(), "pose cache folder")
     options: dict[str, Any] = dict(

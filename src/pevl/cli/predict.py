@@ -24,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="how many actions to print (default 5)")
     parser.add_argument("--pose-file", help="poses of the video as a PYSKL pickle (default: cache, else estimate)")
     parser.add_argument("--pose-layout", help="joint layout of --pose-file when not COCO-17 (e.g. jhmdb15)")
+    parser.add_argument(
+        "--resample-poses",
+        action="store_true",
+        help="use --pose-file poses whose frame count is far from the video's, resampled by time (by default only "
+        "a difference of a few percent is resampled, with a warning; more is refused)",
+    )
     parser.add_argument("--pose-backend", default="mediapipe", help="pose extractor (default mediapipe)")
     parser.add_argument("--crops", type=int, default=1, choices=(1, 3), help="spatial crops averaged (default 1)")
     parser.add_argument(
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         crops=args.crops,
         amp=args.amp,
         text_cache=not args.no_text_cache,
+        resample_poses=args.resample_poses,
     )
     if args.verbose:
         _print_timings(result, import_seconds, time.perf_counter() - started)

@@ -1,4 +1,8 @@
-"""``pevl train --config FILE [--set key=value ...] [--work-dir DIR] [--resume [CHECKPOINT]]``."""
+"""``pevl train --config FILE [--set key=value ...] [--work-dir DIR] [--resume [CKPT] | --new-run | --overwrite]``.
+
+A work dir holds one run: training into one that holds a run continues it (``--resume``), starts a new run in a
+timestamped sub-folder (``--new-run``) or deletes the earlier run first (``--overwrite``); otherwise it refuses.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CHECKPOINT",
         help="continue from this checkpoint (a checkpoint dir, its model.safetensors or a work dir), or from the "
         "latest one in the work dir when none is given",
+    )
+    parser.add_argument(
+        "--new-run",
+        action="store_true",
+        help="start a new run in a timestamped sub-folder of the work dir (WORK_DIR/YYYYmmdd_HHMMSS), leaving the "
+        "runs already there untouched",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run already in the work dir (its config.yaml, metrics.jsonl, train.log, checkpoints and "
+        "tensorboard folder) before training",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.set_defaults(func=run)
@@ -69,12 +85,20 @@ def run(args: argparse.Namespace) -> int:
         raise PevlError(f"{saved}: not found; give --config FILE to resume with")
     else:
         cfg = load_config(config, args.overrides)  # no config file: the defaults, changed by --set
-    result = train(cfg, work_dir, resume=resume, progress=not args.no_progress)
+    result = train(
+        cfg,
+        work_dir,
+        resume=resume,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+        new_run=args.new_run,
+        inputs=(args.config,) if args.config and not resume else (),
+    )
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 writes checkpoints and reports them
         return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted after {result.steps} steps; checkpoint {result.checkpoint}", file=sys.stderr)
-        print(f"continue with: pevl train --work-dir {work_dir} --resume", file=sys.stderr)
+        print(f"continue with: pevl train --work-dir {result.work_dir} --resume", file=sys.stderr)
         return 130
     summary = f"trained {result.epochs_completed} epochs, {result.steps} steps; checkpoint {result.checkpoint}"
     if result.metrics:

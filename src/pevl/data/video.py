@@ -165,12 +165,14 @@ class _PacketTable:
             timestamps count packets in decode order).
         keyframes: Display-order indices of the keyframes (only meaningful with ``pts_sorted``).
         duration: Seconds covered by the frames (0.0 when unknown).
+        time_base: Seconds per ``pts`` tick (0.0 when unknown).
     """
 
     num_frames: int
     pts_sorted: np.ndarray | None
     keyframes: list[int]
     duration: float
+    time_base: float = 0.0
 
 
 def _packet_table(path: Path) -> _PacketTable:
@@ -233,7 +235,22 @@ def _scan_packet_table(path: Path) -> _PacketTable:
     if time_base is not None and len(pts_sorted) > 1:
         span = float((int(pts_sorted[-1]) - int(pts_sorted[0])) * time_base)
         duration = span * len(pts_sorted) / (len(pts_sorted) - 1)  # add the last frame's duration
-    return _PacketTable(len(pts), pts_sorted, keyframes, duration)
+    return _PacketTable(len(pts), pts_sorted, keyframes, duration, float(time_base) if time_base else 0.0)
+
+
+def frame_times(path: str | Path) -> np.ndarray | None:
+    """Presentation time of every frame of a video file in seconds from the first, in display order.
+
+    From the packets' timestamps (nothing decoded); ``None`` where they cannot be trusted (AVI, missing or
+    duplicated timestamps) or for a rawframe folder: frame ``i`` is then shown at ``i / fps``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return None
+    table = _packet_table(path)
+    if table.pts_sorted is None or table.time_base <= 0 or len(table.pts_sorted) == 0:
+        return None
+    return (table.pts_sorted - table.pts_sorted[0]).astype(np.float64) * table.time_base
 
 
 def _fps(stream: Any, table: _PacketTable) -> float:

@@ -44,6 +44,7 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 LATEST = "latest"
 BEST = "best"
+RUN_KEY = "run"  # model-file metadata: the id of the run that saved the checkpoint
 _NAME_RE = re.compile(r"^epoch_(\d+)_step_(\d+)(?:-(\d+))?$")
 
 
@@ -193,6 +194,7 @@ def save_checkpoint(
     keep_last: int = 2,
     is_best: bool = False,
     rng_states: Sequence[Mapping[str, Any]] | None = None,
+    run: str | None = None,
 ) -> Path:
     """Save a training checkpoint atomically and prune old ones. Call it on the main process only.
 
@@ -210,6 +212,8 @@ def save_checkpoint(
         keep_last: Most recent checkpoints kept besides ``best``; 0 keeps all.
         is_best: Point ``best`` at this checkpoint.
         rng_states: One :func:`capture_rng` snapshot per rank (gathered by the caller); default: this process.
+        run: The id of the training run saving it: pruning only ever deletes checkpoints of the same run, so a
+            run never removes another run's files (``None``: checkpoints saved without an id).
 
     Returns:
         The new checkpoint directory.
@@ -232,6 +236,8 @@ def save_checkpoint(
         "metrics": _to_json(dict(metrics or {})),
         "extra": _to_json(dict(extra or {})),
     }
+    if run:
+        model_meta[RUN_KEY] = str(run)
     state = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -248,6 +254,8 @@ def save_checkpoint(
         torch.save(state, tmp / STATE_FILE)
         for written in (tmp / MODEL_FILE, tmp / STATE_FILE, tmp):
             _fsync(written)
+        apply_umask(tmp / MODEL_FILE)  # safetensors creates its file 0600 whatever the umask
+        apply_umask(tmp / STATE_FILE)
         apply_umask(tmp, directory=True)  # mkdtemp made it 0700 whatever the umask
         os.replace(tmp, final)
         _fsync(root)
@@ -257,14 +265,26 @@ def save_checkpoint(
     if is_best:
         _write_pointer(root, BEST, final)
     _write_pointer(root, LATEST, final)
-    _prune(root, keep_last, current=final)
+    _prune(root, keep_last, current=final, run=run)
     return final
 
 
-def _prune(root: Path, keep_last: int, current: Path) -> None:
-    """Delete checkpoints beyond the ``keep_last`` newest, older revisions of the current step and stale temps."""
+def checkpoint_run(path: Path) -> str | None:
+    """The id of the run that saved the checkpoint at ``path`` (``None``: saved without one, or unreadable)."""
+    try:
+        with safe_open(str(Path(path) / MODEL_FILE), framework="pt") as f:
+            return (f.metadata() or {}).get(RUN_KEY)
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return None
+
+
+def _prune(root: Path, keep_last: int, current: Path, run: str | None = None) -> None:
+    """Delete this run's checkpoints beyond the ``keep_last`` newest, its older revisions of this step, stale temps.
+
+    Checkpoints of any other run (another ``run`` id) are never touched.
+    """
     protected = {current, _read_pointer(root, BEST), _read_pointer(root, LATEST)}
-    found = list_checkpoints(root)
+    found = [p for p in list_checkpoints(root) if checkpoint_run(p) == run]
     key = _parse_name(current.name)
     doomed = [p for p in found if p != current and (k := _parse_name(p.name)) and k[:2] == key[:2]] if key else []
     survivors = [p for p in found if p not in doomed]

@@ -43,6 +43,7 @@ from pevl.utils.yaml_io import BASE_KEY, deep_merge, dump_yaml, leaf_paths, load
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 OPTIMIZERS = ("adamw", "sgd")
 NONFINITE_POLICIES = ("stop", "skip")
+WORKER_STARTS = ("forkserver", "spawn")
 
 
 def _coerce_fields(obj: Any) -> None:
@@ -91,6 +92,8 @@ class DataSection:
     pose_cache_dir: str | None = None  # where extracted poses are cached; None = <work_dir>/poses
     batch_size: int = 8  # clips per process (the global batch is batch_size x world size x grad_accum_steps)
     num_workers: int = 2  # DataLoader worker processes per training process
+    worker_start: str = "forkserver"  # how workers start: forkserver or spawn (fork can deadlock under threads)
+    worker_timeout: float = 600.0  # seconds to wait for one batch before the workers are reported stuck
     test_clips: int = 1  # temporal views per video at test time (scores averaged with test_crops)
     test_crops: int = 1  # spatial views per clip at test time (1 = centre, 3 = three-crop)
     balance_classes: bool = False  # oversample every training class to the largest one (class-balanced sampling)
@@ -103,6 +106,8 @@ class DataSection:
         for name in ("batch_size", "test_clips", "test_crops"):
             _require(getattr(self, name) >= 1, f"data.{name}", ">= 1", getattr(self, name))
         _require(self.num_workers >= 0, "data.num_workers", ">= 0", self.num_workers)
+        _require(self.worker_start in WORKER_STARTS, "data.worker_start", f"one of {WORKER_STARTS}", self.worker_start)
+        _require(self.worker_timeout > 0, "data.worker_timeout", "> 0 (seconds)", self.worker_timeout)
 
 
 @dataclass(frozen=True)

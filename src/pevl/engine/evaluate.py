@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pevl.engine.builder import autocast, batch_inputs, build_dataset, default_device, load_trained_model
 from pevl.engine.checkpoint_choice import choose_checkpoint
 from pevl.engine.config import apply_overrides
 from pevl.engine.distributed import gather_by_index, init_distributed, is_main_process
+from pevl.engine.loader import DEFAULT_WORKER_TIMEOUT, iterate, make_loader
 from pevl.engine.metrics import (
     confusion_matrix,
     evaluate_scores,
@@ -60,19 +60,22 @@ def check_finite_weights(model: torch.nn.Module, checkpoint: str | Path) -> None
         )
 
 
-def check_finite_scores(scores: np.ndarray | torch.Tensor, checkpoint: str | Path) -> None:
+def check_finite_scores(scores: np.ndarray | torch.Tensor, checkpoint: str | Path, inputs: str = "the data") -> None:
     """Refuse non-finite class scores instead of ranking them (NaN would count as a correct prediction).
 
+    Call it after :func:`check_finite_weights`: the weights are then known to be finite, so the blame goes to the
+    inputs (named by ``inputs``), not to the checkpoint.
+
     Raises:
-        PevlError: Naming the checkpoint and how many score rows are broken.
+        PevlError: Naming the inputs, the checkpoint and how many score rows are broken.
     """
     values = scores.detach().float().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
     finite = np.isfinite(values).reshape(len(values), -1).all(axis=1) if values.ndim else np.isfinite(values)
     if not np.all(finite):
         bad = int(np.size(finite) - np.count_nonzero(finite))
         raise PevlError(
-            f"{checkpoint}: the model gives non-finite scores (NaN or inf) for {bad} of {np.size(finite)} "
-            "samples; its weights are broken (a diverged run?)"
+            f"{inputs}: the scores of {bad} of {np.size(finite)} samples are not finite (NaN or inf) although the "
+            f"weights of {checkpoint} are: an input holds values the model cannot handle"
         )
 
 
@@ -88,6 +91,8 @@ def predict_scores(
     progress: bool = True,
     rank: int = 0,
     world_size: int = 1,
+    worker_start: str = "forkserver",
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities of every sample of ``dataset``, views averaged.
 
@@ -104,20 +109,30 @@ def predict_scores(
         progress: Show a progress bar (main process only).
         rank: This process's rank.
         world_size: Number of processes.
+        worker_start: How loader workers start (``data.worker_start``).
+        worker_timeout: Seconds to wait for one batch (``data.worker_timeout``).
 
     Returns:
         Probabilities ``[N, C]`` and labels ``[N]``.
     """
     device = device or next(model.parameters()).device
     sampler = ResumableSampler(len(dataset), shuffle=False, rank=rank, world_size=world_size)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, pin_memory=device.type == "cuda"
+    loader = make_loader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        worker_start=worker_start,
+        worker_timeout=worker_timeout,
     )
     was_training = model.training
     model.eval()
     text = model.encode_class_texts(texts)
     indices, scores, labels = [], [], []
-    bar = tqdm(loader, desc="eval", unit="batch", disable=not (progress and rank == 0), dynamic_ncols=True)
+    batches = iterate(loader, "evaluation data loader")
+    show = progress and rank == 0
+    bar = tqdm(batches, total=len(loader), desc="eval", unit="batch", disable=not show, dynamic_ncols=True)
     for batch in bar:
         inputs, views = batch_inputs(batch, device)
         with autocast(device, amp, training=False, width=model.config.clip.vision.width):
@@ -133,6 +148,10 @@ def predict_scores(
     table = np.concatenate([local_scores, local_labels[:, None].astype(local_scores.dtype)], axis=1)
     ordered = gather_by_index(local_indices, table, len(dataset))
     return ordered[:, :-1], ordered[:, -1].astype(np.int64)
+
+
+REPORT_FILES = ("metrics.json", "per_class.csv", "confusion.csv", "confusion.png", "scores.npy")
+"""The files of an evaluation report folder."""
 
 
 def write_report(
@@ -243,8 +262,10 @@ def run_evaluation(
         progress,
         info.rank,
         info.world_size,
+        worker_start=cfg.data.worker_start,
+        worker_timeout=cfg.data.worker_timeout,
     )
-    check_finite_scores(scores, loaded.checkpoint.path)
+    check_finite_scores(scores, loaded.checkpoint.path, f"the {split} split of {cfg.data.dataset}")
     num_clips, num_crops = clips or cfg.data.test_clips, crops or cfg.data.test_crops
     extra = {
         "checkpoint": str(loaded.checkpoint.path),

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from pevl import __version__
 from pevl.data.datasets.balance import balance_note, oversample_classes
 from pevl.engine.builder import autocast, batch_inputs, build_dataset, build_model, default_device, model_config
 from pevl.engine.checkpoint import (
+    checkpoint_run,
     find_latest,
     load_checkpoint,
     load_model_state,
@@ -49,15 +52,17 @@ from pevl.engine.distributed import (
     wrap_ddp,
 )
 from pevl.engine.evaluate import predict_scores
-from pevl.engine.logger import MetricLogger
+from pevl.engine.loader import iterate, make_loader
+from pevl.engine.logger import LOG_FILE, METRICS_FILE, MetricLogger
 from pevl.engine.metrics import evaluate_scores
 from pevl.engine.optim import build_optimizer, build_scheduler, warmup_note
 from pevl.engine.pose_prep import ensure_poses
 from pevl.engine.rng import capture_rng, seed_everything
 from pevl.engine.sampler import ResumableSampler
+from pevl.engine.workdir import locked_run_dir
 from pevl.errors import PevlError
 from pevl.models.sgmc import clamp_logit_scales
-from pevl.utils.io import check_output_dir
+from pevl.utils.io import check_not_inputs, check_output_dir
 
 MAX_SKIPPED_IN_A_ROW = 20
 """With ``train.nonfinite=skip``, this many non-finite steps in a row stop the run all the same."""
@@ -149,7 +154,12 @@ class Trainer:
                 cfg, self.model_cfg, cfg.data.val_split, train=False, pose_cache_dir=pose_cache
             )
             if list(self.val_set.classes) != list(self.train_set.classes):
-                raise PevlError(f"the {cfg.data.val_split} and {cfg.data.train_split} splits have different classes")
+                source = cfg.data.pose_file or cfg.data.options.get("list_file") or cfg.data.root
+                raise PevlError(
+                    f"{source}: the {cfg.data.val_split} split has {len(self.val_set.classes)} classes and the "
+                    f"{cfg.data.train_split} split {len(self.train_set.classes)} (without a label map, the class count "
+                    "is the highest label present + 1); give data.options.label_map so both splits know every class"
+                )
         if len(self.train_set) == 0:
             raise PevlError(f"the {cfg.data.train_split} split of {cfg.data.dataset} is empty")
         balance = None
@@ -175,8 +185,10 @@ class Trainer:
         self.train_forward = torch.compile(self.ddp) if cfg.train.compile else self.ddp
 
         self.step = 0
+        self.run_id = uuid.uuid4().hex[:12]  # pruning deletes only checkpoints with this id; a resumed run keeps it
         self._persistent_loader: DataLoader | None = None
         self._skipped_in_a_row = 0
+        self._bad_samples: list[str] = []  # samples with non-finite inputs in the current optimiser step
         self.epochs_completed = 0
         self.best_top1: float | None = None
         self.metrics: dict[str, Any] = {}
@@ -228,6 +240,8 @@ class Trainer:
         self.best_top1 = checkpoint.extra.get("best_top1")
         self.metrics = dict(checkpoint.metrics)
         self.last_checkpoint = latest
+        if latest.is_dir():
+            self.run_id = checkpoint_run(latest) or self.run_id
         if self.main:
             print(f"resuming from {latest} (epoch {self.sampler.epoch}, step {self.step})")
 
@@ -257,6 +271,7 @@ class Trainer:
                 keep_last=self.cfg.train.keep_last,
                 is_best=is_best,
                 rng_states=rng_states,
+                run=self.run_id,
             )
             self.last_checkpoint = path
         barrier()
@@ -277,6 +292,8 @@ class Trainer:
             self.progress,
             self.info.rank,
             self.info.world_size,
+            worker_start=self.cfg.data.worker_start,
+            worker_timeout=self.cfg.data.worker_timeout,
         )
         metrics = evaluate_scores(scores, labels, list(self.val_set.classes))
         return {key: metrics[key] for key in ("top1", "top5", "mean_class_accuracy", "num_samples")}
@@ -289,7 +306,7 @@ class Trainer:
             return self._persistent_loader
         generator = torch.Generator()
         generator.manual_seed(self.cfg.train.seed * 100_003 + (0 if workers else epoch))
-        loader = DataLoader(
+        loader = make_loader(
             self.train_set,
             batch_size=self.cfg.data.batch_size,
             # Each index carries its epoch: persistent workers keep their own copy of the dataset, so
@@ -299,6 +316,8 @@ class Trainer:
             generator=generator,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
+            worker_start=self.cfg.data.worker_start,
+            worker_timeout=self.cfg.data.worker_timeout,
         )
         if workers:
             self._persistent_loader = loader
@@ -313,6 +332,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self._skipped_in_a_row += 1
         where = f"step {self.step + 1} (epoch {epoch + 1})"
+        samples, self._bad_samples = self._bad_samples, []
+        if samples:
+            shown = ", ".join(samples[:3]) + (f" and {len(samples) - 3} more" if len(samples) > 3 else "")
+            what = f"{what} (the inputs of {shown} hold NaN or inf: check those samples' video and poses)"
         kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint yet"
         if self.cfg.train.nonfinite == "skip" and self._skipped_in_a_row < MAX_SKIPPED_IN_A_ROW:
             if self.main:
@@ -397,7 +420,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         bad_loss = False  # a micro-batch of the current optimiser step had a non-finite loss
-        for micro, batch in enumerate(loader):
+        for micro, batch in enumerate(iterate(loader, f"{self.work_dir}: training data loader")):
             inputs, _ = batch_inputs(batch, self.device)
             labels = batch["label"].to(self.device, non_blocking=True)
             boundary = (micro + 1) % accum == 0 or micro + 1 == batches_left
@@ -406,6 +429,8 @@ class Trainer:
                     out = self.train_forward(**inputs, texts=self.texts, labels=labels)
                 finite = bool(all_reduce_mean(0.0 if torch.isfinite(out.loss.detach()) else 1.0) == 0.0)
                 bad_loss = bad_loss or not finite
+                if not finite:  # blame the data, not the learning rate, when its inputs are not finite
+                    self._bad_samples += _nonfinite_samples(inputs, batch, self.train_set)
                 if not bad_loss:
                     (out.loss / accum).backward()
             self.sampler.advance(len(labels))
@@ -466,6 +491,21 @@ class Trainer:
             self.save(done, is_best=is_best)
 
 
+def _nonfinite_samples(inputs: dict[str, Any], batch: dict[str, Any], dataset: Any) -> list[str]:
+    """Names of the batch's samples whose model inputs hold NaN or inf (empty when every input is finite)."""
+    bad = None
+    count = len(batch["index"])  # views are flattened into the batch: [B * V, ...]
+    for value in inputs.values():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+            rows = ~torch.isfinite(value.detach().reshape(count, -1)).all(dim=1)
+            bad = rows if bad is None else bad | rows
+    if bad is None or not bool(bad.any()):
+        return []
+    indices = [int(i) for i in torch.as_tensor(batch["index"])[bad.cpu()]]
+    records = getattr(dataset, "records", None)
+    return [str(records[i].name) if records is not None else f"sample {i}" for i in indices]
+
+
 def resolve_data_paths(cfg: RunConfig) -> RunConfig:
     """The config with its data paths made absolute, so that checkpoints work from any folder.
 
@@ -492,22 +532,45 @@ def resolve_data_paths(cfg: RunConfig) -> RunConfig:
 
 
 def train(
-    cfg: RunConfig, work_dir: str | Path, resume: bool | str | Path = False, progress: bool = True
+    cfg: RunConfig,
+    work_dir: str | Path,
+    resume: bool | str | Path = False,
+    progress: bool = True,
+    overwrite: bool = False,
+    new_run: bool = False,
+    inputs: tuple[str | Path, ...] = (),
 ) -> TrainResult:
     """Train a model as the run config says (the library function behind ``pevl train``).
+
+    The work dir is locked for the run (:mod:`pevl.engine.workdir`): a second live run into it is refused, and so
+    is a new run into a work dir that holds one, unless ``resume``, ``overwrite`` or ``new_run`` says what to do.
 
     Args:
         cfg: The run config (see :func:`pevl.engine.config.load_config`).
         work_dir: The run directory.
         resume: Continue from the latest checkpoint in ``work_dir`` (``True``) or from the checkpoint at this path.
         progress: Show progress bars.
+        overwrite: Delete the earlier run's files in ``work_dir`` first.
+        new_run: Run in a new timestamped sub-folder of ``work_dir``.
+        inputs: Other files the run reads (the config file), which its outputs must not replace.
 
     Returns:
-        How the run ended.
+        How the run ended (its ``work_dir`` is the sub-run's folder with ``new_run``).
 
     Raises:
-        PevlError: Bad input (the work dir cannot be written, the data is missing, ...) or a non-finite loss with
-            ``train.nonfinite=stop``.
+        PevlError: Bad input (the work dir cannot be written or holds a run, the data is missing, ...) or a
+            non-finite loss with ``train.nonfinite=stop``.
     """
     check_output_dir(work_dir, "work dir")  # before any work: checkpoints must be writable
-    return Trainer(cfg, work_dir, resume=resume, progress=progress).run()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if new_run and distributed:
+        raise PevlError("--new-run picks its folder from the clock: under torchrun, give a new --work-dir instead")
+    main = int(os.environ.get("RANK", "0")) == 0
+    sources = [*inputs, cfg.data.pose_file, cfg.model.pretrained]
+    with locked_run_dir(
+        work_dir, resume=bool(resume), overwrite=overwrite, new_run=new_run, lock=main, inputs=sources
+    ) as run_dir:
+        if not resume:  # a resumed run rewrites its own config.yaml
+            written = {name: run_dir / name for name in ("config.yaml", METRICS_FILE, LOG_FILE)}
+            check_not_inputs(written, sources)
+        return Trainer(cfg, run_dir, resume=resume, progress=progress).run()

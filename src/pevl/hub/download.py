@@ -7,11 +7,13 @@ file is renamed into place only once its SHA-256 matches the one in OpenAI's URL
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from pathlib import Path
@@ -174,12 +176,15 @@ def download_weights(
         PevlError: Unknown architecture, network failure (the partial file is kept for the next attempt), or a
             checksum mismatch (the download is deleted).
     """
-    from pevl.utils.io import check_output_dir
+    from pevl.utils.io import check_not_inputs, check_output_dir
 
     arch = _require_arch(arch)
     url = _as_url(url) if url else OPENAI_URLS[arch]
     sha256 = expected_sha256(arch, url)
     target = cached_weights_path(arch, cache_dir)
+    if url.startswith("file://"):  # a local copy must not be the cache file this download replaces
+        local = urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+        check_not_inputs({"weights cache file": target}, [local])
     check_output_dir(target.parent, "weights cache folder")  # before downloading anything
     part = target.with_name(target.name + ".part")
     if target.is_file():
@@ -187,8 +192,17 @@ def download_weights(
             return target
         warnings.warn(f"{target}: SHA-256 mismatch, downloading it again", PevlWarning, stacklevel=2)
         target.unlink()
+    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
-    got = _fetch(url, part, progress).hexdigest()
+    try:
+        got = _fetch(url, part, progress).hexdigest()
+    except BaseException:
+        if part.is_file() and part.stat().st_size == 0:
+            part.unlink()  # nothing received: nothing to resume from
+        for folder in created:  # a failed first download leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     if got != sha256:
         part.unlink(missing_ok=True)
         raise file_error(url, f"SHA-256 mismatch: expected {sha256}, got {got}; the download was deleted")

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -170,3 +170,48 @@ def write_json(path: str | Path, obj: Any, indent: int = 2) -> None:
     with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=indent)
         f.write("\n")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): nothing of the input can be overwritten through it
+        return False
+
+
+def _how_same(output: Path, source: Path) -> str:
+    """How ``output`` reaches ``source``: the same name, a symlink or a hard link (for the message)."""
+    if output.absolute() == source.absolute():
+        return ""
+    if output.resolve() == source.resolve():
+        return " (through a symbolic link)"
+    return " (a hard link to it)"
+
+
+def check_not_inputs(outputs: dict[str, str | Path | None], inputs: Iterable[str | Path | None]) -> None:
+    """Refuse outputs that would overwrite an input or each other: call it before any work.
+
+    Two paths are the same file when they name the same inode, so symbolic links and hard links are seen through.
+    An output that does not exist yet overwrites nothing; two such outputs are compared by resolved path.
+
+    Args:
+        outputs: What each output is (``"--out-json"``, ``"skeleton pickle"``) -> the file to be written; ``None``
+            entries are skipped. For a folder output, pass the files the command writes in it.
+        inputs: The files the command reads (``None`` entries are skipped; folders are compared as paths).
+
+    Raises:
+        PevlError: One line naming the output, the input it is, and how (symbolic or hard link).
+    """
+    given = [(name, Path(path)) for name, path in outputs.items() if path is not None and str(path) != "-"]
+    sources = [Path(path) for path in inputs if path is not None and str(path) != "-"]
+    for name, output in given:
+        for source in sources:
+            if _same_file(output, source):
+                raise PevlError(
+                    f"{output}: the {name} is the input {source}{_how_same(output, source)}; writing it would "
+                    "destroy the input: choose another path"
+                )
+    for i, (name, output) in enumerate(given):
+        for other_name, other in given[i + 1 :]:
+            if _same_file(output, other) or output.resolve() == other.resolve():
+                raise PevlError(f"{output}: given as both the {name} and the {other_name}; choose two paths")

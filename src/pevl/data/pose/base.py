@@ -24,8 +24,36 @@ import numpy as np
 
 from pevl.errors import PevlError, file_error
 
+FAR_OUTSIDE = 4.0
+"""A pose coordinate further than this many frame widths (heights) from the frame's centre is refused."""
+DECODE_TIMEOUT_S = 300.0
+"""Seconds the pose extractor waits for the next decoded frame before it reports the decoder stuck."""
 NUM_JOINTS = 17
 """COCO-17: every extractor maps its own landmarks to this layout (:mod:`pevl.data.pose.layouts`)."""
+
+
+def far_outside(keypoint: np.ndarray, img_shape: tuple[int, int]) -> tuple[int, float] | None:
+    """The first frame with a coordinate far outside the frame, and that coordinate; ``None`` when all are near it.
+
+    Estimators place occluded joints a little outside the image; a coordinate more than :data:`FAR_OUTSIDE` frame
+    sizes from the frame's centre is not a pose of this video (a corrupt file, coordinates of another frame size)
+    and would only reach the model as huge or inf/NaN features.
+
+    Args:
+        keypoint: ``[..., T, J, 2]`` (x, y) pixel coordinates.
+        img_shape: ``(height, width)`` of the frames they refer to (no check when unknown, i.e. 0).
+    """
+    height, width = int(img_shape[0]), int(img_shape[1])
+    if height <= 0 or width <= 0 or keypoint.size == 0:
+        return None
+    x, y = keypoint[..., 0], keypoint[..., 1]
+    near_x = np.abs(x - width / 2) <= FAR_OUTSIDE * width  # False for NaN too
+    near_y = np.abs(y - height / 2) <= FAR_OUTSIDE * height
+    bad = ~(near_x & near_y)
+    if not bad.any():
+        return None
+    where = tuple(np.argwhere(bad)[0])
+    return int(where[-2]), float(x[where] if not near_x[where] else y[where])
 
 
 @dataclass
@@ -321,18 +349,21 @@ def extract_video(
     else:
         decoded = iter_frames(path)
     try:
-        seq = extractor.extract(_prefetched(decoded), fps=info.fps, max_persons=max_persons)
+        seq = extractor.extract(_prefetched(decoded, source=path), fps=info.fps, max_persons=max_persons)
     except ValueError as err:
         raise file_error(path, str(err)) from None
     seq.warnings = [f"{path}: {warning}" for warning in seq.warnings]  # each names its video
     return seq
 
 
-def _prefetched(frames: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.ndarray]:
+def _prefetched(
+    frames: Iterator[np.ndarray], depth: int = 8, source: str | Path = "video", timeout: float = DECODE_TIMEOUT_S
+) -> Iterator[np.ndarray]:
     """Decode ``frames`` on a background thread, ``depth`` frames ahead.
 
     Pose models keep about one core busy; decoding the next frames on the other core meanwhile raises
-    throughput on large videos (PyAV releases the GIL while it decodes). Errors reach the consumer in order.
+    throughput on large videos (PyAV releases the GIL while it decodes). Errors reach the consumer in order; a
+    decoder that gives no frame for ``timeout`` seconds is an error naming ``source``.
     """
     buffer: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
@@ -364,7 +395,10 @@ def _prefetched(frames: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.nda
     worker.start()
     try:
         while True:
-            item = buffer.get()
+            try:
+                item = buffer.get(timeout=timeout)
+            except queue.Empty:
+                raise file_error(source, f"the decoder gave no frame for {timeout:g} s (stuck)") from None
             if item is end:
                 return
             if isinstance(item, BaseException):
@@ -372,4 +406,4 @@ def _prefetched(frames: Iterator[np.ndarray], depth: int = 8) -> Iterator[np.nda
             yield item
     finally:
         stop.set()
-        worker.join()
+        worker.join(timeout)  # it sees ``stop`` within 0.1 s unless the decoder itself is stuck (a daemon thread)

@@ -35,7 +35,10 @@ from pevl.data.pose.cache import PoseCache
 from pevl.data.pose.gaps import DEFAULT_MAX_GAP, fill_gaps
 from pevl.data.video import VIDEO_EXTENSIONS
 from pevl.errors import PevlError, PevlWarning, file_error
-from pevl.utils.io import check_output_file
+from pevl.utils.io import check_not_inputs, check_output_file
+
+STUCK_AFTER_S = 6 * 3600.0
+"""With worker processes: when no video in flight finishes for this long, the workers are reported stuck."""
 
 LIST_EXTENSIONS: tuple[str, ...] = (".txt", ".lst", ".list")
 """Files with these extensions are read as video lists; any other file is taken to be a video."""
@@ -369,6 +372,8 @@ def extract_poses(
     out = check_output_file(out, "skeleton pickle")  # before any work
     kwargs = dict(backend_kwargs or {})
     items, split = collect_videos(inputs, root=root, **dict(list_options or {}))
+    given = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    check_not_inputs({"skeleton pickle": out}, [*given, *(item.path for item in items)])  # no output over an input
     if not items:
         raise PevlError(f"{', '.join(map(str, [inputs] if isinstance(inputs, (str, Path)) else inputs))}: no videos")
     if labels:
@@ -494,7 +499,10 @@ def _run_pool(
             while not suspects and queue and len(pending) < 2 * workers:  # bounded: results are not piled up
                 i = queue.popleft()
                 pending[pool.submit(_extract_in_worker, items[i].path, max_persons, *items[i].clip_args)] = i
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            finished, _ = wait(pending, timeout=STUCK_AFTER_S, return_when=FIRST_COMPLETED)
+            if not finished:  # a wait with a limit: a stuck worker is an error naming what it was doing
+                stuck = ", ".join(str(items[i].path) for i in pending.values())
+                raise PevlError(f"{stuck}: no pose worker finished a video in {STUCK_AFTER_S / 3600:g} h (stuck?)")
             broken = False
             for future in finished:
                 i = pending.pop(future)
@@ -519,4 +527,4 @@ def _run_pool(
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
-    pool.shutdown(wait=True)
+    pool.shutdown(wait=True)  # every future is done: the workers only have to exit

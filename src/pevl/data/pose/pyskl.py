@@ -24,12 +24,13 @@ import collections
 import io
 import pickle
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from pevl.data.pose.base import far_outside
 from pevl.errors import PevlError, file_error
 from pevl.utils.io import atomic_open
 
@@ -150,6 +151,8 @@ def validate_annotation(ann: Any, path: str | Path, position: int) -> dict:
             raise bad("'keypoint' has 3 channels and a separate 'keypoint_score' (3D skeletons are not supported)")
         if score.shape != keypoint.shape[:3]:
             raise bad(f"'keypoint_score' has shape {tuple(score.shape)}, expected {tuple(keypoint.shape[:3])}")
+    if keypoint.shape[1] == 0:
+        raise bad("has 0 frames (an empty 'keypoint' array): re-extract its poses or drop it from the file")
     keypoint = np.ascontiguousarray(keypoint, dtype=np.float32)
     score = np.array(score, dtype=np.float32)
     invalid = ~np.isfinite(keypoint).all(axis=-1) | ~np.isfinite(score)
@@ -159,6 +162,12 @@ def validate_annotation(ann: Any, path: str | Path, position: int) -> dict:
     img_shape = _as_shape(ann.get("img_shape"))
     if img_shape is None:
         raise bad(f"'img_shape' is {ann.get('img_shape')!r}, expected (height, width)")
+    outside = far_outside(keypoint, img_shape)
+    if outside is not None:
+        raise bad(
+            f"frame {outside[0]} has a coordinate {outside[1]:g}, far outside its {img_shape[1]}x{img_shape[0]} "
+            "frame (img_shape): not pixel coordinates of this video"
+        )
     original_shape = _as_shape(ann.get("original_shape", img_shape))
     if original_shape is None:
         raise bad(f"'original_shape' is {ann.get('original_shape')!r}, expected (height, width)")
@@ -233,7 +242,25 @@ def load_pyskl(path: str | Path) -> dict:
         raise file_error(path, f"not a valid pickle ({type(err).__name__}{': ' + detail if detail else ''})") from None
     split, annotations = _normalise(data, path)
     annotations = [validate_annotation(ann, path, i) for i, ann in enumerate(annotations)]
+    _refuse_conflicting_duplicates(annotations, path)
     return {"split": split, "annotations": annotations}
+
+
+def _refuse_conflicting_duplicates(annotations: list[dict], path: Path) -> None:
+    """Refuse two annotations of one ``frame_dir`` with different labels: which one is right cannot be told."""
+    first: dict[str, int] = {}
+    for position, ann in enumerate(annotations):
+        name = ann["frame_dir"]
+        if name not in first:
+            first[name] = position
+            continue
+        other = annotations[first[name]]
+        if other["label"] != ann["label"]:
+            raise file_error(
+                path,
+                f"annotations #{first[name]} and #{position} are both {name!r} but labelled {other['label']} and "
+                f"{ann['label']}: keep the right one",
+            )
 
 
 class _PortablePickler(pickle.Pickler):
@@ -324,6 +351,19 @@ class PersonPoses:
     keypoint: np.ndarray  # [T, 17, 2]
     score: np.ndarray  # [T, 17]
     img_shape: tuple[int, int]
+    warnings: list[str] = field(default_factory=list)  # e.g. resampled to the video's frame count
+
+
+POSE_FRAME_TOLERANCE = 0.05
+"""A pose annotation may have this share of frames more or fewer than its video (at least 2 frames) and still be
+resampled by time to it, with a warning; beyond it, it is refused unless resampling is asked for."""
+
+
+def resample_by_time(array: np.ndarray, num_frames: int) -> np.ndarray:
+    """``array`` (frames first) resampled to ``num_frames`` frames: each takes the frame at the same relative time."""
+    source = array.shape[0]
+    rows = np.minimum(((np.arange(num_frames) + 0.5) * source / num_frames).astype(np.int64), source - 1)
+    return array[rows]
 
 
 def video_keys(video: str | Path) -> tuple[str, ...]:
@@ -403,20 +443,41 @@ class SkeletonFile:
         return PersonPoses(keypoint, score, tuple(ann["img_shape"]))  # type: ignore[arg-type]
 
     def video_poses(
-        self, video: str | Path, num_frames: int | None = None, frame_shape: tuple[int, int] | None = None
+        self,
+        video: str | Path,
+        num_frames: int | None = None,
+        frame_shape: tuple[int, int] | None = None,
+        resample: bool = False,
     ) -> PersonPoses:
-        """The main person's poses of a video, by :func:`video_keys`.
+        """The main person's poses of a video, by :func:`video_keys`, one row per frame of the video.
 
         A file of one annotation under another name serves the video only when it fits it: same frame count
         (``num_frames``, within a frame) and same aspect ratio (``frame_shape``, height and width), when given.
+        An annotation named after the video whose frame count differs from ``num_frames`` is resampled by time to
+        it with a warning (both counts) when within :data:`POSE_FRAME_TOLERANCE`, or when ``resample`` says so.
 
         Raises:
-            PevlError: The file has no annotation for the video, or its only one is for another video.
+            PevlError: The file has no annotation for the video, its only one is for another video, or the frame
+                counts differ beyond the tolerance without ``resample``.
         """
+        video = Path(video)
         ann = self.find(video_keys(video))
         if ann is None and len(self.annotations) == 1:
             ann = self.annotations[0]
-            self._check_fits(ann, Path(video), num_frames, frame_shape)
+            self._check_fits(ann, video, num_frames, frame_shape)
         if ann is None:
-            raise file_error(self.path, f"no annotation for {Path(video).name} (frame_dir {Path(video).stem!r})")
-        return self.person(ann)
+            raise file_error(self.path, f"no annotation for {video.name} (frame_dir {video.stem!r})")
+        person = self.person(ann)
+        frames = person.keypoint.shape[0]
+        if num_frames is None or num_frames < 1 or frames == num_frames:
+            return person
+        counts = f"annotation {ann['frame_dir']!r} has {frames} pose frames, the video {video.name} {num_frames}"
+        if abs(frames - num_frames) > max(2, POSE_FRAME_TOLERANCE * num_frames) and not resample:
+            raise file_error(
+                self.path,
+                f"{counts}: another video or another frame rate? Give --resample-poses to resample them by time",
+            )
+        person.keypoint = resample_by_time(person.keypoint, num_frames)
+        person.score = resample_by_time(person.score, num_frames)
+        person.warnings.append(f"{self.path}: {counts}; poses resampled by time to the video's frames")
+        return person
