@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the config and train."""
     from pevl.engine.checkpoint import CHECKPOINTS_DIR, load_checkpoint, locate_checkpoint
     from pevl.engine.config import RunConfig, apply_overrides, load_config
+    from pevl.engine.distributed import is_main_process
     from pevl.engine.train import train
     from pevl.errors import PevlError
 
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(config, args.overrides)  # no config file: the defaults, changed by --set
     result = train(cfg, work_dir, resume=resume, progress=not args.no_progress)
+    if not is_main_process():  # the main process reports for the whole job
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted after {result.steps} steps; checkpoint {result.checkpoint}", file=sys.stderr)
         print(f"continue with: pevl train --work-dir {work_dir} --resume", file=sys.stderr)
