@@ -28,9 +28,7 @@ pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("ddp_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [  # (preset, freeze_clip): PeVL, VL, PT and a UCMR ablation, from scratch and frozen
-    (preset, freeze)
-    for preset in ("pevl_tiny", "vl_tiny", "pt_tiny", "pevl_no_p2v_tiny")
-    for freeze in (False, True)
+    (preset, freeze) for preset in ("pevl_tiny", "vl_tiny", "pt_tiny", "pevl_no_p2v_tiny") for freeze in (False, True)
 ]
 ATOL = 2e-6  # float32 rounding after 4 SGD steps; the weights move by more than 1e-3 (checked)
 LOSS_ATOL = 1e-5
@@ -150,8 +148,10 @@ def test_two_processes_train_every_kind_of_model_like_one(ddp_set, references, t
         {"work_dir": str(tmp_path / f"{p}_{f}"), "settings": _settings(ddp_set, p, f, batch=2), "stop_at": 3}
         for p, f in CASES
     ]
+    broken = {"work_dir": str(tmp_path / "broken"), "settings": _settings(ddp_set, "pt_tiny", False, batch=2)}
+    broken["unfreeze"] = ["clip.logit_scale", "clip.visual.pos_embed"]  # what an older rule left trainable
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps({"runs": runs}))
+    plan.write_text(json.dumps({"runs": [*runs, broken]}))
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     proc = _run([*launcher, str(WORKER), str(plan)])
     try:
@@ -160,6 +160,11 @@ def test_two_processes_train_every_kind_of_model_like_one(ddp_set, references, t
     finally:
         out = _wait(proc)
     assert out.count("resuming from") == len(CASES)  # rank 0 says it
+    for rank in (0, 1):  # a parameter no loss uses stops training with its name, option, preset and overrides
+        error = Path(f"{broken['work_dir']}.rank{rank}.error").read_text()
+        assert error.startswith(f"2 trainable parameters received no gradient from the training loss on rank {rank} ")
+        assert "clip.logit_scale, clip.visual.pos_embed (model option: freeze_clip)" in error
+        assert "model.preset=pt_tiny, model.overrides: freeze_clip=False" in error
     for (preset, freeze), run in zip(CASES, runs, strict=True):
         assert_same_training(references(preset, freeze), Path(run["work_dir"]))
 
@@ -171,12 +176,10 @@ def test_two_nodes_of_one_process_from_the_command_line(ddp_set, references, tmp
     config = ROOT / "configs" / "synthetic_pevl_tiny.yaml"
 
     def launch(port: int, *extra: str) -> list[subprocess.Popen]:
-        return [
-            _run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                  "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
-                  "-m", "pevl", "train", "--work-dir", str(work), "--no-progress", *extra])  # fmt: skip
-            for node in (0, 1)
-        ]
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"]
+        rendezvous = ["--master-addr", "127.0.0.1", "--master-port", str(port)]
+        pevl_train = ["-m", "pevl", "train", "--work-dir", str(work), "--no-progress", *extra]
+        return [_run([*torchrun, "--node-rank", str(node), *rendezvous, *pevl_train]) for node in (0, 1)]
 
     first = launch(_free_port(), "-c", str(config), "--set", *settings, "train.max_steps=3")
     outputs = [_wait(p) for p in first]
@@ -199,3 +202,22 @@ def test_the_comparison_sees_a_one_percent_change(ddp_set, references, tmp_path)
     train(load_config(None, [*_settings(ddp_set, "vl_tiny", True, batch=4), "optim.lr=0.0505"]), work, progress=False)
     with pytest.raises(AssertionError, match="weights differ"):
         assert_same_training(references("vl_tiny", True), work)
+
+
+def test_one_process_warns_about_a_parameter_no_loss_uses(ddp_set, tmp_path, monkeypatch, capsys):
+    import pevl.models.pevl as pevl_model
+    from pevl.engine.config import load_config
+    from pevl.engine.train import train
+
+    rule = pevl_model.set_trainable
+
+    def also_logit_scale(model, cfg):
+        rule(model, cfg)
+        model.clip.logit_scale.requires_grad_(True)
+
+    monkeypatch.setattr(pevl_model, "set_trainable", also_logit_scale)
+    settings = [*_settings(ddp_set, "vl_tiny", False, batch=4), "train.max_steps=2", "train.eval_interval=0"]
+    assert train(load_config(None, settings), tmp_path / "run", progress=False).steps == 2  # harmless here
+    err = capsys.readouterr().err
+    warning = "warning: trainable parameters without a gradient from the loss: clip.logit_scale (model.preset=vl_tiny"
+    assert err.count(warning) == 1  # once, not at every step

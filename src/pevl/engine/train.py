@@ -294,8 +294,9 @@ class Trainer:
         unused = check_gradients(self.model, self._model_desc, self.info)
         if unused and self.main and not self._warned_unused:
             self._warned_unused = True
-            tqdm.write(f"warning: {len(unused)} trainable parameters get no gradient: {', '.join(unused[:8])} "
-                       "(training on several processes would fail)", sys.stderr)  # fmt: skip
+            shown = ", ".join(unused[:8]) + (f" and {len(unused) - 8} more" if len(unused) > 8 else "")
+            tqdm.write(f"warning: trainable parameters without a gradient from the loss: {shown} "
+                       f"({self._model_desc}; training on several processes would fail)", sys.stderr)  # fmt: skip
 
     def _nonfinite(self, epoch: int, what: str) -> None:
         """Apply ``train.nonfinite`` to a step whose loss or gradient is NaN/inf (the weights are still good).
