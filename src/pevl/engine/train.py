@@ -195,8 +195,8 @@ class Trainer:
     def _resume(self, source: Path | None = None) -> None:
         """Load the weights and training state of ``source`` (default: the work dir's latest checkpoint)."""
         latest = find_latest(self.work_dir) if source is None else locate_checkpoint(source)
-        found = same_on_every_rank(None if latest is None else str(latest), "the checkpoint to resume from")
-        latest = None if found is None else Path(found)
+        # By name: nodes may mount a shared work dir at different paths.
+        same_on_every_rank(None if latest is None else latest.name, "the checkpoint to resume from")
         if latest is None:
             raise PevlError(f"{self.work_dir}: nothing to resume (no checkpoint in {self.work_dir / 'checkpoints'})")
         checkpoint = load_checkpoint(latest, device="cpu")
