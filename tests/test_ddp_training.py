@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import pevl
 from pevl.engine.checkpoint import list_checkpoints, load_checkpoint
@@ -221,3 +222,26 @@ def test_one_process_warns_about_a_parameter_no_loss_uses(ddp_set, tmp_path, mon
     err = capsys.readouterr().err
     warning = "warning: trainable parameters without a gradient from the loss: clip.logit_scale (model.preset=vl_tiny"
     assert err.count(warning) == 1  # once, not at every step
+
+
+def test_checkpoint_where_the_unused_logit_scale_trained_still_resumes(ddp_set, tmp_path, monkeypatch, capsys):
+    """Runs saved when CLIP's logit scale was trainable resume, with the Adam moments of everything else."""
+    import pevl.models.pevl as pevl_model
+    from pevl.engine.config import load_config
+    from pevl.engine.train import Trainer, train
+
+    rule = pevl_model.set_trainable
+    settings = [*_settings(ddp_set, "vl_tiny", False, batch=4), "optim.optimizer=adamw", "train.eval_interval=0"]
+    with monkeypatch.context() as patch:
+        patch.setattr(pevl_model, "set_trainable", lambda m, c: (rule(m, c), m.clip.logit_scale.requires_grad_(True)))
+        saved = train(load_config(None, [*settings, "train.max_steps=1"]), tmp_path / "run", progress=False).checkpoint
+    old = load_checkpoint(saved).optimizer_state
+    assert "clip.logit_scale" in old["param_groups"][-1]["param_names"]
+    trainer = Trainer(load_config(None, settings), tmp_path / "run", resume=True, progress=False)
+    assert "note: optimizer state of clip.logit_scale not restored: it no longer trains" in capsys.readouterr().err
+    proj = trainer.model.clip.visual.proj
+    group = next(g for g in old["param_groups"] if "clip.visual.proj" in g["param_names"])
+    expected = old["state"][group["params"][group["param_names"].index("clip.visual.proj")]]["exp_avg"]
+    torch.testing.assert_close(trainer.optimizer.state[proj]["exp_avg"], expected)
+    assert trainer.model.clip.logit_scale not in trainer.optimizer.state
+    assert trainer.run().steps == 4
