@@ -35,7 +35,7 @@ class PeVLConfig:
 
     # --- backbone -----------------------------------------------------------------------------------------------
     clip: CLIPConfig = field(default_factory=lambda: CLIP_ARCHITECTURES["ViT-B/16"])  # CLIP architecture
-    freeze_clip: bool = True  # frozen CLIP, only adapters and new modules train (the paper); False: CLIP trains too
+    freeze_clip: bool = True  # frozen CLIP, only adapters and new modules train (the paper); False trains all
     num_classes: int | None = None  # if set, the number of class texts training must use (any number can be scored)
 
     # --- inputs ---------------------------------------------------------------------------------------------------
