@@ -18,12 +18,16 @@ from pevl.engine.distributed import (
     all_gather_with_grad,
     all_reduce_mean,
     barrier,
+    check_gradients,
     cleanup,
+    explain_ddp_errors,
     gather_by_index,
     gather_object,
     init_distributed,
     is_main_process,
     maybe_no_sync,
+    same_on_every_rank,
+    unused_parameters,
     unwrap_model,
     wrap_ddp,
 )
@@ -52,7 +56,65 @@ def test_single_process_is_world_size_one(no_torchrun):
     assert wrap_ddp(model, info) is model and unwrap_model(model) is model
     with maybe_no_sync(model, sync=False):
         pass
+    assert same_on_every_rank("a/b", "the checkpoint") == "a/b"
     cleanup()
+
+
+class HalfUsed(nn.Module):
+    """A model one of whose trainable parameters the loss never uses (like CLIP's logit scale in PeVL)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used = nn.Linear(3, 2)
+        self.unused = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x).square().mean()
+
+
+TWO = DistInfo(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"), backend="gloo")
+MODEL = "model.preset=pt_tiny, model.overrides: freeze_clip=False"
+
+
+def test_unused_parameters_are_named_with_their_option_and_the_model(no_torchrun):
+    model = HalfUsed()
+    model(torch.randn(4, 3)).backward()
+    assert unused_parameters(model) == ["unused.weight", "unused.bias"]
+    # One process: only returned for a warning.
+    assert check_gradients(model, MODEL, init_distributed()) == ["unused.weight", "unused.bias"]
+    with pytest.raises(PevlError) as caught:
+        check_gradients(model, MODEL, TWO)
+    message = str(caught.value)
+    assert message.startswith("2 trainable parameters received no gradient from the training loss on rank 1 of 2: ")
+    assert "unused.weight, unused.bias (model option: the model code)" in message and MODEL in message
+    model.unused.requires_grad_(False)
+    assert check_gradients(model, MODEL, TWO) == []
+
+
+@pytest.mark.parametrize(
+    ("ddp_message", "named"),
+    [
+        ("Expected to have finished reduction in the prior iteration ... Parameter indices which did not receive grad "
+         "for rank 1: 0 1", "clip.logit_scale, clip.visual.cls_token (model option: freeze_clip)"),
+        ("Expected to have finished reduction ...\nParameters which did not receive grad for rank 1: clip.logit_scale"
+         "\nParameter indices which did not receive grad for rank 1: 0",
+         "clip.logit_scale (model option: freeze_clip)"),
+        ("Expected to have finished reduction in the prior iteration", "TORCH_DISTRIBUTED_DEBUG=INFO"),
+    ],
+)  # fmt: skip
+def test_ddp_error_becomes_one_that_names_the_parameters(ddp_message, named):
+    from pevl.models.presets import create_model
+
+    model = create_model("pt_tiny", freeze_clip=False)
+    for param in (model.clip.logit_scale, model.clip.visual.cls_token):
+        param.requires_grad_(True)  # what an older version left trainable
+    with pytest.raises(PevlError, match="received no gradient") as caught:
+        with explain_ddp_errors(model, MODEL, TWO):
+            raise RuntimeError(ddp_message)
+    assert named in str(caught.value) and MODEL in str(caught.value)
+    with pytest.raises(RuntimeError, match="out of memory"):  # other errors pass through unchanged
+        with explain_ddp_errors(model, MODEL, TWO):
+            raise RuntimeError("CUDA out of memory")
 
 
 def test_single_process_gather_by_index_restores_dataset_order(no_torchrun):
@@ -120,6 +182,23 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         torch.allclose(p.grad, q.grad, atol=1e-6)
         for p, q in zip(unwrap_model(ddp).parameters(), reference.parameters(), strict=True)
     )
+
+    # A parameter the loss does not use: DDP's own error on the second step, turned into one naming it.
+    half = wrap_ddp(HalfUsed(), info)
+    result["unused_error"] = None
+    try:
+        with explain_ddp_errors(half, "model.preset=test", info):
+            for _ in range(2):
+                half(torch.randn(2, 3)).backward()
+    except PevlError as error:
+        result["unused_error"] = str(error)
+
+    # Processes that see different checkpoints fail together, with a hint about shared work dirs.
+    result["agree"] = same_on_every_rank("ckpt", "the checkpoint")
+    try:
+        same_on_every_rank("ckpt" if rank == 0 else None, "the checkpoint to resume from")
+    except PevlError as error:
+        result["disagree"] = str(error)
     barrier()
     cleanup()
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
@@ -142,3 +221,8 @@ def test_two_gloo_processes(tmp_path):
         assert result["objects"] == [{"rank": 0}, {"rank": 1}]
         assert result["eval"] == [[10.0 * i, -i] for i in range(5)]
         assert result["ddp_grad_matches"]
+        assert "unused.weight, unused.bias (model option: the model code)" in result["unused_error"]
+        assert "model.preset=test" in result["unused_error"]
+        assert result["agree"] == "ckpt"
+        assert "disagree on the checkpoint to resume from (rank 0 on " in result["disagree"]
+        assert ": ckpt, rank 1 on " in result["disagree"] and "shared by all nodes" in result["disagree"]

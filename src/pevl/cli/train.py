@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the config and train."""
     from pevl.engine.checkpoint import CHECKPOINTS_DIR, load_checkpoint, locate_checkpoint
     from pevl.engine.config import RunConfig, apply_overrides, load_config
+    from pevl.engine.distributed import is_main_process
     from pevl.engine.train import train
     from pevl.errors import PevlError
 
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         new_run=args.new_run,
         inputs=(args.config,) if args.config and not resume else (),
     )
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 writes checkpoints and reports them
+    if not is_main_process() or os.environ.get("RANK", "0") != "0":  # rank 0 reports for the whole job
         return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted after {result.steps} steps; checkpoint {result.checkpoint}", file=sys.stderr)

@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -452,6 +453,31 @@ def load_model_state(
     return missing, unexpected
 
 
+def without_frozen(state: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """An optimiser state saved when more parameters trained, cut down to those the optimiser holds now.
+
+    Older versions trained parameters that no loss uses (CLIP's own logit scale with ``freeze_clip: false``); their
+    checkpoints still resume, without the state of those parameters. Anything else that differs is left for
+    ``load_state_dict`` to refuse.
+    """
+    saved = state.get("param_groups", [])
+    names_now = [group.get("param_names") for group in optimizer.param_groups]
+    if len(saved) != len(names_now) or any(n is None for n in names_now) or any("param_names" not in g for g in saved):
+        return state
+    groups, kept, dropped = [], set(), []
+    for group, names in zip(saved, names_now, strict=True):
+        ids = dict(zip(group["param_names"], group["params"], strict=True))
+        if not set(names) <= set(ids):
+            return state
+        dropped += [name for name in group["param_names"] if name not in set(names)]
+        groups.append({**group, "params": [ids[n] for n in names], "param_names": list(names)})
+        kept.update(ids[n] for n in names)
+    if not dropped:
+        return state
+    print(f"note: optimizer state of {', '.join(dropped)} not restored: it no longer trains", file=sys.stderr)
+    return {**state, "param_groups": groups, "state": {k: v for k, v in state["state"].items() if k in kept}}
+
+
 def restore_training_state(
     checkpoint: Checkpoint,
     *,
@@ -482,7 +508,7 @@ def restore_training_state(
         if checkpoint.optimizer_state is None:
             raise file_error(checkpoint.path, "checkpoint has no optimizer state")
         try:
-            optimizer.load_state_dict(checkpoint.optimizer_state)
+            optimizer.load_state_dict(without_frozen(checkpoint.optimizer_state, optimizer))
         except (ValueError, KeyError) as err:
             problem = str(err).splitlines()[0]
             raise file_error(checkpoint.path, f"optimizer state does not fit this model ({problem})") from None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,10 @@ import torch.distributed as dist
 
 from pevl.errors import PevlError
 from pevl.models.losses import all_gather_with_grad  # noqa: F401  (re-exported: the losses own the gather)
+from pevl.models.trainable import parameter_owner
+
+DDP_UNUSED_MARKERS = ("Expected to have finished reduction", "did not receive grad")
+"""Phrases of DistributedDataParallel's error for a trainable parameter that the loss did not use."""
 
 
 @dataclass(frozen=True)
@@ -220,3 +226,98 @@ def maybe_no_sync(model: torch.nn.Module, sync: bool) -> Iterator[None]:
             yield
     else:
         yield
+
+
+# ---- trainable parameters that the loss does not use ----------------------------------------------------------------
+
+
+def unused_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of the trainable parameters without a gradient after a backward pass (what DDP's reducer checks)."""
+    return [name for name, p in unwrap_model(model).named_parameters() if p.requires_grad and p.grad is None]
+
+
+def unused_parameters_message(names: Sequence[str], model_desc: str, rank: int, world_size: int) -> str:
+    """A one-paragraph error naming the parameters the loss did not use, the option behind each, and the model.
+
+    Args:
+        names: The unused trainable parameters.
+        model_desc: The preset and options of the run (e.g. ``model.preset=pevl_tiny, model.overrides: ...``).
+        rank: The process that saw them.
+        world_size: Processes in the job.
+    """
+    owners: dict[str, list[str]] = {}
+    for name in names:
+        owners.setdefault(parameter_owner(name), []).append(name)
+    shown = "; ".join(
+        f"{', '.join(group[:6])}{f' and {len(group) - 6} more' if len(group) > 6 else ''} (model option: {option})"
+        for option, group in owners.items()
+    )
+    return (
+        f"{len(names)} trainable parameter{'s' if len(names) != 1 else ''} received no gradient from the training "
+        f"loss on rank {rank} of {world_size}: {shown}. Model: {model_desc}. DistributedDataParallel needs every "
+        "trainable parameter in the loss: this preset/option combination leaves them out, so change the option "
+        "named (or freeze_clip), or report the combination as a bug with this message"
+    )
+
+
+def check_gradients(model: torch.nn.Module, model_desc: str, info: DistInfo) -> list[str]:
+    """After a synchronised backward pass: fail (several processes) on a trainable parameter without gradient.
+
+    In a single process such a parameter is only waste, and its names are returned for a warning.
+
+    Raises:
+        PevlError: Running on several processes and some trainable parameter has no gradient.
+    """
+    names = unused_parameters(model)
+    if names and info.distributed:
+        raise PevlError(unused_parameters_message(names, model_desc, info.rank, info.world_size))
+    return names
+
+
+def _names_from_ddp_error(message: str, model: torch.nn.Module) -> list[str]:
+    """The parameter names DDP's error lists (by name with TORCH_DISTRIBUTED_DEBUG, by index otherwise)."""
+    named = re.search(r"Parameters which did not receive grad for rank \d+: (.+)", message)
+    if named:
+        return named.group(1).split(", ")
+    indexed = re.search(r"Parameter indices which did not receive grad for rank \d+: ([\d ]+)", message)
+    if not indexed:
+        return []
+    trainable = [name for name, p in unwrap_model(model).named_parameters() if p.requires_grad]
+    return [trainable[int(i)] for i in indexed.group(1).split() if int(i) < len(trainable)]
+
+
+@contextlib.contextmanager
+def explain_ddp_errors(model: torch.nn.Module, model_desc: str, info: DistInfo) -> Iterator[None]:
+    """Turn DistributedDataParallel's "parameters that were not used in producing loss" error into a PevlError.
+
+    The error names the parameters, the model option behind each and the run's preset and options instead of
+    PyTorch's generic advice.
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        text = str(error)
+        if not any(marker in text for marker in DDP_UNUSED_MARKERS):
+            raise
+        names = _names_from_ddp_error(text, model)
+        if not names:
+            names = ["(unknown: rerun with TORCH_DISTRIBUTED_DEBUG=INFO to see their names)"]
+        raise PevlError(unused_parameters_message(names, model_desc, info.rank, info.world_size)) from error
+
+
+def same_on_every_rank(value: str | None, what: str) -> str | None:
+    """Check that every process found the same ``value`` (e.g. the checkpoint to resume from); return it.
+
+    Raises:
+        PevlError: The processes disagree (on every rank, so that no process waits for the others); typically a
+            work dir that is not on a filesystem shared by all nodes.
+    """
+    host = socket.gethostname()
+    seen = gather_object((value, host))
+    if len({v for v, _ in seen}) <= 1:
+        return value
+    listing = ", ".join(f"rank {r} on {h}: {v or 'none'}" for r, (v, h) in enumerate(seen))
+    raise PevlError(
+        f"the processes disagree on {what} ({listing}): every node must see the same work dir, so put it on a "
+        "filesystem shared by all nodes (or copy the checkpoint to the same path on each node)"
+    )

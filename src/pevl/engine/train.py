@@ -46,9 +46,12 @@ from pevl.engine.config import RunConfig, config_changes, save_config
 from pevl.engine.distributed import (
     all_reduce_mean,
     barrier,
+    check_gradients,
+    explain_ddp_errors,
     gather_object,
     init_distributed,
     maybe_no_sync,
+    same_on_every_rank,
     wrap_ddp,
 )
 from pevl.engine.evaluate import predict_scores
@@ -181,6 +184,9 @@ class Trainer:
         self.ddp = self.model
         if self.info.distributed:
             self.ddp = wrap_ddp(self.model, self.info)  # the SGMC losses gather the in-batch features themselves
+        overrides = ", ".join(f"{k}={v}" for k, v in cfg.model.overrides.items())
+        self._model_desc = f"model.preset={cfg.model.preset}" + (f", model.overrides: {overrides}" if overrides else "")
+        self._warned_unused = False
         # train.compile: the training forward goes through torch.compile; checkpoints still read self.model.
         self.train_forward = torch.compile(self.ddp) if cfg.train.compile else self.ddp
 
@@ -223,6 +229,8 @@ class Trainer:
     def _resume(self, source: Path | None = None) -> None:
         """Load the weights and training state of ``source`` (default: the work dir's latest checkpoint)."""
         latest = find_latest(self.work_dir) if source is None else locate_checkpoint(source)
+        # By name: nodes may mount a shared work dir at different paths.
+        same_on_every_rank(None if latest is None else latest.name, "the checkpoint to resume from")
         if latest is None:
             raise PevlError(f"{self.work_dir}: nothing to resume (no checkpoint in {self.work_dir / 'checkpoints'})")
         checkpoint = load_checkpoint(latest, device="cpu")
@@ -322,6 +330,15 @@ class Trainer:
         if workers:
             self._persistent_loader = loader
         return loader
+
+    def _check_gradients(self) -> None:
+        """Every trainable parameter must have a gradient: fail under DDP, warn once in a single process."""
+        unused = check_gradients(self.model, self._model_desc, self.info)
+        if unused and self.main and not self._warned_unused:
+            self._warned_unused = True
+            shown = ", ".join(unused[:8]) + (f" and {len(unused) - 8} more" if len(unused) > 8 else "")
+            tqdm.write(f"warning: trainable parameters without a gradient from the loss: {shown} "
+                       f"({self._model_desc}; training on several processes would fail)", sys.stderr)  # fmt: skip
 
     def _nonfinite(self, epoch: int, what: str) -> None:
         """Apply ``train.nonfinite`` to a step whose loss or gradient is NaN/inf (the weights are still good).
@@ -424,7 +441,7 @@ class Trainer:
             inputs, _ = batch_inputs(batch, self.device)
             labels = batch["label"].to(self.device, non_blocking=True)
             boundary = (micro + 1) % accum == 0 or micro + 1 == batches_left
-            with maybe_no_sync(self.ddp, sync=boundary):
+            with maybe_no_sync(self.ddp, sync=boundary), explain_ddp_errors(self.ddp, self._model_desc, self.info):
                 with autocast(self.device, cfg.train.amp, training=True):
                     out = self.train_forward(**inputs, texts=self.texts, labels=labels)
                 finite = bool(all_reduce_mean(0.0 if torch.isfinite(out.loss.detach()) else 1.0) == 0.0)
@@ -448,6 +465,7 @@ class Trainer:
                 self._nonfinite(epoch, "the loss")
                 self._consumed_at_step = self.sampler.consumed
                 continue
+            self._check_gradients()
             if not self._optimizer_step(epoch):
                 self._consumed_at_step = self.sampler.consumed
                 continue

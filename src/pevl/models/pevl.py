@@ -26,6 +26,7 @@ from pevl.models.poseformer import PoseFormerEncoder
 from pevl.models.prompts import ClassTexts, build_class_texts
 from pevl.models.sgmc import SGMC, Similarities, masked_mean
 from pevl.models.text_encoder import TextEncoder, TextFeatures
+from pevl.models.trainable import set_trainable
 from pevl.models.ucmr import UCMRBlock, UCMRMaps
 from pevl.models.video_encoder import VideoEncoder
 
@@ -60,8 +61,7 @@ class PeVL(nn.Module):
         self.text_encoder = TextEncoder(cfg)
         self.ucmr = nn.ModuleList(UCMRBlock(cfg) for _ in range(cfg.num_ucmr_blocks)) if cfg.has_ucmr else None
         self.sgmc = SGMC(cfg)
-        if cfg.freeze_clip:
-            self.clip.requires_grad_(False)
+        set_trainable(self, cfg)  # the one place that says what trains (freeze_clip, unused parts)
         self._text_cache: tuple[tuple[Any, ...], TextFeatures] | None = None
         self.register_load_state_dict_post_hook(_drop_text_cache)
 
