@@ -676,6 +676,10 @@ def _label_map(w: SimpleNamespace) -> None:
     (w.here / "classes.txt").write_text("first\nsecond\nthird\n")
 
 
+def _label_map_twice(w: SimpleNamespace) -> None:
+    (w.here / "classes.txt").write_text("first\nsecond\n\nFirst\n")
+
+
 def _umask_0022(w: SimpleNamespace) -> None:
     os.umask(0o022)
 
@@ -712,6 +716,9 @@ SMALLER: list[Case] = [
     Case("train: the val split lacks the highest label, a label map gives the classes",
          lambda w: _pyskl_train(w, w.split_poses, "train.eval_interval=1",
                                 f"data.options.label_map={w.here / 'classes.txt'}"), expect="ok", setup=_label_map),
+    Case("train: a label map naming one class twice", lambda w: _pyskl_train(w, w.split_poses,
+         f"data.options.label_map={w.here / 'classes.txt'}"),
+         lambda w: f"{w.here / 'classes.txt'}: lines 1 and 4 both name 'first' and 'First'", setup=_label_map_twice),
     Case("eval --set model.*", lambda w: ["eval", "-k", w.ckpt, "--set", "model.preset=vl_tiny"],
          lambda w: "--set model.preset=vl_tiny"),
     Case("export --opset 99", lambda w: ["export", w.ckpt, "-o", w.here / "m.onnx", "--opset", "99"],

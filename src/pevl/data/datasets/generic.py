@@ -50,7 +50,7 @@ def coarse_types(root: Path, options: dict[str, Any], num_classes: int) -> list[
         return [str(options["coarse"])] * num_classes
     path = root / "coarse.txt"
     if path.is_file():
-        coarse = read_class_names(path)
+        coarse = read_class_names(path, duplicates="allow")  # one coarse type serves many classes
         if len(coarse) != num_classes:
             raise file_error(path, f"has {len(coarse)} lines for {num_classes} classes")
         return coarse
