@@ -236,6 +236,8 @@ def world(tmp_path_factory) -> SimpleNamespace:
                                                              "val": ["clip2", "clip3"]},
         ),  # fmt: skip
         short_poses=_skeleton(base / "short.pkl", [_annotation(video.stem, 5)]),
+        short_train_poses=_retimed(root / "poses.pkl", base / "short_train.pkl", 5),
+        near_train_poses=_retimed(root / "poses.pkl", base / "near_train.pkl", 9),
         long_poses=_skeleton(base / "long.pkl", [_annotation(video.stem, 320)]),
         near_poses=_skeleton(base / "near.pkl", [_annotation(video.stem, 9)]),
         twice_poses=_raw_skeleton(
@@ -249,6 +251,19 @@ def world(tmp_path_factory) -> SimpleNamespace:
         vfr_times=_write_vfr(base / "vfr.mp4"),
         tiny_video=_write_tiny(base / "tiny.mp4"),
     )
+
+
+def _retimed(poses: Path, dest: Path, frames: int) -> Path:
+    """A copy of a pose file whose every annotation has ``frames`` frames (resampled by time)."""
+    from pevl.data.pose.pyskl import load_pyskl, resample_by_time
+
+    data = load_pyskl(poses)
+    annotations = []
+    for ann in data["annotations"]:
+        keypoint = np.moveaxis(resample_by_time(np.moveaxis(ann["keypoint"], 1, 0), frames), 0, 1)
+        score = np.moveaxis(resample_by_time(np.moveaxis(ann["keypoint_score"], 1, 0), frames), 0, 1)
+        annotations.append(ann | {"keypoint": keypoint, "keypoint_score": score, "total_frames": frames})
+    return _skeleton(dest, annotations, data["split"])
 
 
 def _truncate(source: Path, dest: Path) -> Path:
@@ -617,6 +632,26 @@ POSE_FRAMES: list[Case] = [
          "--pose-file", w.short_poses, "--resample-poses", "--json"], lambda w: "5 pose frames", expect="warning",
          check=_resampled(5)),
 ]  # fmt: skip
+
+
+POSE_FRAMES += [
+    Case("train: a pose file of 5-frame annotations for 8-frame videos", lambda w: _train(w,
+         f"data.pose_file={w.short_train_poses}") + ["--work-dir", w.here / "run"],
+         lambda w: f"{w.short_train_poses}: annotation '000_0000' has 5 pose frames, the video"),
+    Case("train: 9 pose frames for 8-frame videos (within the tolerance)", lambda w: _train(w,
+         f"data.pose_file={w.near_train_poses}") + ["--work-dir", w.here / "run"],
+         lambda w: f"{w.near_train_poses}: annotation '000_0000' has 9 pose frames", expect="warning",
+         check=lambda w, out, err: _resampled_once(err, 9)),
+    Case("train data.options.resample_poses=true: 5 pose frames for 8", lambda w: _train(w,
+         f"data.pose_file={w.short_train_poses}", "data.options.resample_poses=true") + ["--work-dir", w.here / "run"],
+         lambda w: "has 5 pose frames, the video", expect="warning", check=lambda w, out, err: _resampled_once(err, 5)),
+]  # fmt: skip
+
+
+def _resampled_once(err: str, frames: int) -> None:
+    """One warning for the training set, naming both counts and how many annotations differ."""
+    lines = [line for line in err.splitlines() if f"has {frames} pose frames, the video" in line]
+    assert len(lines) == 1 and "resampled by time" in lines[0] and " annotations differ" in lines[0], err
 
 
 # ---- 5. variable frame rate: presentation timestamps ------------------------------------------------------------
