@@ -77,8 +77,8 @@ def parse_finegym_split(path: str | Path) -> list[ListEntry]:
 def finegym_classes(path: str | Path) -> tuple[list[str], list[str]]:
     """Label texts and coarse event types of a FineGym class-name file.
 
-    The official Gym99 names give two elements one name (``(BB) salto backward tucked``: a flight element and a
-    dismount): that is warned about, not refused, so the published splits stay usable.
+    The official Gym99 names give two elements one name (``(BB) salto backward tucked``, lines 59 and 71: a beam
+    element and a dismount): that is warned about, not refused, so the published splits stay usable.
     """
     texts, coarse = [], []
     for name in read_class_names(path, duplicates="warn"):

@@ -80,7 +80,8 @@ class LabelMap:
 
 DUPLICATE_NAMES = ("error", "warn", "allow")
 """What a label map naming one class twice does: refuse, warn (a dataset whose official map has such names, e.g.
-FineGym's Gym99 ``(BB) salto backward tucked``, a flight element and a dismount) or pass (not class names)."""
+FineGym's Gym99 ``(BB) salto backward tucked`` on lines 59 and 71: a beam element and a dismount) or pass (files
+that are not class names, such as one coarse type per class)."""
 
 
 def read_label_map(path: str | Path, duplicates: str = "error") -> LabelMap:
