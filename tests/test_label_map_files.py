@@ -126,3 +126,15 @@ def test_the_official_label_maps_and_their_one_repeated_name(shared_data):
     with pytest.warns(PevlWarning, match="lines 59 and 71 both name") as record:
         texts, coarse = finegym_classes(gym99)
     assert len(record) == 1 and len(texts) == 99 and texts[58] == texts[70] and coarse[58] == "balance beam"
+
+
+def test_class_folders_that_are_one_class_text_are_refused(tmp_path):
+    from pevl.data.datasets.generic import scan_class_folders
+
+    for name in ("Air_drumming", "air drumming", "archery"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(PevlError) as err:
+        scan_class_folders(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path}: class folders 'Air_drumming' and 'air drumming' name one class")
+    (tmp_path / "air drumming").rmdir()
+    assert scan_class_folders(tmp_path) == (["Air_drumming", "archery"], [])
