@@ -236,6 +236,8 @@ def world(tmp_path_factory) -> SimpleNamespace:
                                                              "val": ["clip2", "clip3"]},
         ),  # fmt: skip
         short_poses=_skeleton(base / "short.pkl", [_annotation(video.stem, 5)]),
+        short_train_poses=_retimed(root / "poses.pkl", base / "short_train.pkl", 5),
+        near_train_poses=_retimed(root / "poses.pkl", base / "near_train.pkl", 9),
         long_poses=_skeleton(base / "long.pkl", [_annotation(video.stem, 320)]),
         near_poses=_skeleton(base / "near.pkl", [_annotation(video.stem, 9)]),
         twice_poses=_raw_skeleton(
@@ -249,6 +251,19 @@ def world(tmp_path_factory) -> SimpleNamespace:
         vfr_times=_write_vfr(base / "vfr.mp4"),
         tiny_video=_write_tiny(base / "tiny.mp4"),
     )
+
+
+def _retimed(poses: Path, dest: Path, frames: int) -> Path:
+    """A copy of a pose file whose every annotation has ``frames`` frames (resampled by time)."""
+    from pevl.data.pose.pyskl import load_pyskl, resample_by_time
+
+    data = load_pyskl(poses)
+    annotations = []
+    for ann in data["annotations"]:
+        keypoint = np.moveaxis(resample_by_time(np.moveaxis(ann["keypoint"], 1, 0), frames), 0, 1)
+        score = np.moveaxis(resample_by_time(np.moveaxis(ann["keypoint_score"], 1, 0), frames), 0, 1)
+        annotations.append(ann | {"keypoint": keypoint, "keypoint_score": score, "total_frames": frames})
+    return _skeleton(dest, annotations, data["split"])
 
 
 def _truncate(source: Path, dest: Path) -> Path:
@@ -619,6 +634,26 @@ POSE_FRAMES: list[Case] = [
 ]  # fmt: skip
 
 
+POSE_FRAMES += [
+    Case("train: a pose file of 5-frame annotations for 8-frame videos", lambda w: _train(w,
+         f"data.pose_file={w.short_train_poses}") + ["--work-dir", w.here / "run"],
+         lambda w: f"{w.short_train_poses}: annotation '000_0000' has 5 pose frames, the video"),
+    Case("train: 9 pose frames for 8-frame videos (within the tolerance)", lambda w: _train(w,
+         f"data.pose_file={w.near_train_poses}") + ["--work-dir", w.here / "run"],
+         lambda w: f"{w.near_train_poses}: annotation '000_0000' has 9 pose frames", expect="warning",
+         check=lambda w, out, err: _resampled_once(err, 9)),
+    Case("train data.options.resample_poses=true: 5 pose frames for 8", lambda w: _train(w,
+         f"data.pose_file={w.short_train_poses}", "data.options.resample_poses=true") + ["--work-dir", w.here / "run"],
+         lambda w: "has 5 pose frames, the video", expect="warning", check=lambda w, out, err: _resampled_once(err, 5)),
+]  # fmt: skip
+
+
+def _resampled_once(err: str, frames: int) -> None:
+    """One warning for the training set, naming both counts and how many annotations differ."""
+    lines = [line for line in err.splitlines() if f"has {frames} pose frames, the video" in line]
+    assert len(lines) == 1 and "resampled by time" in lines[0] and " annotations differ" in lines[0], err
+
+
 # ---- 5. variable frame rate: presentation timestamps ------------------------------------------------------------
 
 
@@ -676,6 +711,10 @@ def _label_map(w: SimpleNamespace) -> None:
     (w.here / "classes.txt").write_text("first\nsecond\nthird\n")
 
 
+def _label_map_twice(w: SimpleNamespace) -> None:
+    (w.here / "classes.txt").write_text("first\nsecond\n\nFirst\n")
+
+
 def _umask_0022(w: SimpleNamespace) -> None:
     os.umask(0o022)
 
@@ -712,6 +751,9 @@ SMALLER: list[Case] = [
     Case("train: the val split lacks the highest label, a label map gives the classes",
          lambda w: _pyskl_train(w, w.split_poses, "train.eval_interval=1",
                                 f"data.options.label_map={w.here / 'classes.txt'}"), expect="ok", setup=_label_map),
+    Case("train: a label map naming one class twice", lambda w: _pyskl_train(w, w.split_poses,
+         f"data.options.label_map={w.here / 'classes.txt'}"),
+         lambda w: f"{w.here / 'classes.txt'}: lines 1 and 4 both name 'first' and 'First'", setup=_label_map_twice),
     Case("eval --set model.*", lambda w: ["eval", "-k", w.ckpt, "--set", "model.preset=vl_tiny"],
          lambda w: "--set model.preset=vl_tiny"),
     Case("export --opset 99", lambda w: ["export", w.ckpt, "-o", w.here / "m.onnx", "--opset", "99"],

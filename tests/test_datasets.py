@@ -181,7 +181,7 @@ def test_gym288_official_files_with_event_clips_and_json(tmp_path):
     (root / "events").mkdir()
     _video(root / "events" / "yt_-a1_E_000010_000012.mp4", frames=25)  # 1 s at 25 fps
     pose_file = tmp_path / "gym_poses.pkl"
-    save_pyskl(pose_file, [_pose_ann(k, v, frames=6) for k, v in elements.items()])
+    save_pyskl(pose_file, [_pose_ann(k, v, frames=10) for k, v in elements.items()])  # 0.4 s elements: 10 frames
 
     ds = build_dataset("gym288", "train", root=root, pose_file=pose_file, image_size=32, train=False)
     assert ds.classes[0] == "round-off, flic-flac on, stretched salto backward off"

@@ -172,3 +172,13 @@ def test_main_person_is_the_one_with_the_highest_mean_score():
     score[0, 0] = 1.0  # one confident frame does not make person 0 the main one
     kp, sc = main_person(keypoint, score)
     assert kp.mean() == 1.0 and sc.mean() == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize(
+    "pose, video, fits", [(8, 8, True), (10, 8, True), (11, 8, False), (5, 8, False), (105, 100, True),
+                          (106, 100, False), (95, 100, True), (94, 100, False)],
+)  # fmt: skip
+def test_pose_frames_fit_within_five_percent_or_two_frames(pose, video, fits):
+    from pevl.data.pose.pyskl import pose_frames_fit
+
+    assert pose_frames_fit(pose, video) is fits

@@ -178,9 +178,7 @@ def parse_labels(labels: str | None) -> list[str] | None:
     if is_file:
         from pevl.data.datasets.lists import read_class_names
 
-        names = read_class_names(path)  # any label-map format (one per line, "id: name", JSON, pbtxt)
-        _refuse_duplicates(names, str(path))
-        return names
+        return read_class_names(path)  # any label-map format; a class named twice is refused, naming both lines
     names = [part.strip() for part in labels.split(";") if part.strip()]
     if len(names) < 2:
         raise PevlError(f"--labels {labels!r}: give a label file or at least two labels separated by ';'")
@@ -190,15 +188,14 @@ def parse_labels(labels: str | None) -> list[str] | None:
 
 def _refuse_duplicates(names: Sequence[str], source: str) -> None:
     """Refuse a label list naming a class twice: two identical texts would split one action's probability."""
-    seen: dict[str, int] = {}
-    for position, name in enumerate(names, 1):
-        key = " ".join(name.lower().split())
-        if key in seen:
-            raise PevlError(
-                f"{source}: labels {seen[key]} and {position} are both {name!r}: two identical texts split one "
-                "action's probability; give each class once"
-            )
-        seen[key] = position
+    from pevl.data.labels import first_duplicate
+
+    pair = first_duplicate(names)
+    if pair is not None:
+        raise PevlError(
+            f"{source}: labels {pair[0] + 1} and {pair[1] + 1} are both {names[pair[1]]!r}: two identical texts split "
+            "one action's probability; give each class once"
+        )
 
 
 def run_model(

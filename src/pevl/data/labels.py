@@ -14,6 +14,7 @@ The coarse action type fills the Table-4 prompt ``"a video of {coarse} action {l
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 
 FINEGYM_EVENTS: dict[str, str] = {
@@ -160,6 +161,26 @@ def clean_class_name(name: str) -> str:
         E.g. ``"air drumming"``.
     """
     return " ".join(name.replace("_", " ").split())
+
+
+def class_text_key(name: str) -> str:
+    """What a class name is as a text prompt: case, underscores and runs of spaces do not tell two names apart."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+def first_duplicate(names: Sequence[str]) -> tuple[int, int] | None:
+    """Positions (0-based) of the first class name that repeats an earlier one as text, or ``None``.
+
+    Two identical texts get identical text features, so they split one action's probability between them and no
+    model can tell the two classes apart (:func:`class_text_key` says which names are identical).
+    """
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names):
+        key = class_text_key(name)
+        if key in seen:
+            return seen[key], position
+        seen[key] = position
+    return None
 
 
 # ---- label maps written as Python source ----------------------------------------------------------------------------

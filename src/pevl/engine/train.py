@@ -584,6 +584,8 @@ def train(
     if new_run and distributed:
         raise PevlError("--new-run picks its folder from the clock: under torchrun, give a new --work-dir instead")
     main = int(os.environ.get("RANK", "0")) == 0
+    if distributed:  # the process group first: rank 0 tells every rank whether the work dir may be used
+        init_distributed()
     sources = [*inputs, cfg.data.pose_file, cfg.model.pretrained]
     with locked_run_dir(
         work_dir, resume=bool(resume), overwrite=overwrite, new_run=new_run, lock=main, inputs=sources

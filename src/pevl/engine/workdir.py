@@ -6,6 +6,9 @@
 * A lock file (``.pevl-lock``: the holder's pid, host and start time) stops two live runs sharing a work dir. A
   lock left by a process that no longer runs on this host is stale: it is taken over with a warning. A lock held by
   a live process (or by another host, which cannot be checked) is waited for at most ``timeout`` seconds.
+* Under torchrun, rank 0 alone checks the work dir and takes the lock, then tells every rank its answer through the
+  process group (:func:`share_outcome`): a refusal ends every rank at once with rank 0's one-line message, rather
+  than leaving the others waiting for the process group's timeout.
 """
 
 from __future__ import annotations
@@ -209,6 +212,52 @@ def _refuse_deleting_inputs(run_dir: Path, names: list[str], inputs: Iterable[st
                 )
 
 
+def share_outcome(failure: BaseException | None) -> None:
+    """Give every rank of a running process group rank 0's verdict on the work dir; raise it on every rank.
+
+    Without a process group (or with one process) ``failure`` is raised as it is. With one, rank 0 broadcasts
+    ``None`` (go on) or the one-line message of ``failure``; rank 0 then raises its own ``failure`` and every other
+    rank a :class:`PevlError` with the same message, so that every process exits with the same line, not after
+    the process group's timeout.
+
+    Args:
+        failure: What stopped rank 0 (``None``: the run may go on); ignored on the other ranks.
+
+    Raises:
+        PevlError: Rank 0 refused (on the other ranks), or ``failure`` itself (on rank 0).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if failure is not None:
+            raise failure
+        return
+    main = dist.get_rank() == 0
+    verdict: list[str | None] = [None]
+    if main and failure is not None:
+        text = str(failure).strip().splitlines()
+        verdict[0] = text[0] if isinstance(failure, PevlError) and text else f"rank 0 failed: {failure!r}"
+    dist.broadcast_object_list(verdict, src=0)  # the ranks' own job data, never a file
+    if main and failure is not None:
+        raise failure
+    if verdict[0] is not None:
+        raise PevlError(verdict[0])
+
+
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool, inputs: Iterable[str | Path | None]) -> None:
+    """Refuse a work dir that holds a run unless told what to do with it; delete it with ``overwrite``."""
+    existing = run_files(run_dir)
+    if existing and overwrite:
+        _refuse_deleting_inputs(run_dir, existing, inputs)
+        removed = remove_run(run_dir)
+        print(f"warning: {run_dir}: deleted the earlier run's {', '.join(removed)} (--overwrite)", file=sys.stderr)
+    elif existing and not resume:
+        raise PevlError(
+            f"{run_dir}: holds a run ({', '.join(existing)}); continue it with --resume, start a new run in a "
+            "timestamped sub-folder with --new-run, or replace it with --overwrite"
+        )
+
+
 @contextlib.contextmanager
 def locked_run_dir(
     work_dir: str | Path,
@@ -227,7 +276,8 @@ def locked_run_dir(
         resume: The run continues the work dir's run.
         overwrite: Delete an earlier run's files (:data:`RUN_FILES`) first.
         new_run: Run in a new timestamped sub-folder of ``work_dir``.
-        lock: Take the lock (the main process of a distributed run only).
+        lock: Take the lock and check the work dir (rank 0 of a distributed run only: when a process group is
+            running, every rank waits for rank 0's verdict, :func:`share_outcome`).
         timeout: Seconds to wait for another live run's lock (default :data:`LOCK_WAIT_S`).
         inputs: Files the run reads: ``overwrite`` refuses to delete any of them.
 
@@ -239,19 +289,15 @@ def locked_run_dir(
         raise PevlError("--resume, --overwrite and --new-run exclude one another: give one")
     run_dir = new_run_dir(work_dir) if new_run else Path(work_dir)
     held = WorkDirLock(run_dir, timeout) if lock else None
-    if held is not None:
-        held.acquire()
+    failure: BaseException | None = None
     try:
-        existing = run_files(run_dir) if lock else []
-        if existing and overwrite:
-            _refuse_deleting_inputs(run_dir, existing, inputs)
-            removed = remove_run(run_dir)
-            print(f"warning: {run_dir}: deleted the earlier run's {', '.join(removed)} (--overwrite)", file=sys.stderr)
-        elif existing and not resume:
-            raise PevlError(
-                f"{run_dir}: holds a run ({', '.join(existing)}); continue it with --resume, start a new run in a "
-                "timestamped sub-folder with --new-run, or replace it with --overwrite"
-            )
+        if held is not None:
+            held.acquire()
+            _check_run_dir(run_dir, resume, overwrite, inputs)
+    except Exception as err:  # noqa: BLE001 -- every rank must hear of it, then it is raised again
+        failure = err
+    try:
+        share_outcome(failure)
         yield run_dir
     finally:
         if held is not None:

@@ -118,4 +118,17 @@ def build_dataset(
         flip_prob=float(options.get("flip_prob", 0.0)),
     )
     dataset.split_note = spec.split_note
+    if use_video and isinstance(poses, PicklePoses):
+        dataset.check_pose_frames(resample=_flag(options.get("resample_poses", False)))
     return dataset
+
+
+def _flag(value: Any) -> bool:
+    """A yes/no dataset option (``true`` / ``false`` from the command line as well as booleans)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise PevlError(f"data.options.resample_poses: expected true or false, got {value!r}")

@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from pevl.data.pose.gaps import fill_gaps
-from pevl.data.pose.pyskl import SkeletonFile, main_person
-from pevl.errors import PevlError, file_error
+from pevl.data.pose.pyskl import SkeletonFile, main_person, pose_frames_fit
+from pevl.errors import PevlError, PevlWarning, file_error
 
 
 @dataclass
@@ -286,6 +286,52 @@ class ActionDataset(Dataset):
         start = max(0, min(start, total - 1))
         end = max(start + 1, min(end, total))
         return start, end - start, total
+
+    def check_pose_frames(self, resample: bool = False) -> None:
+        """Compare every pose-file annotation's frame count with its video's, once, where the dataset is built.
+
+        Poses follow the video's time axis: an annotation whose frame count differs from its video's (clip's)
+        is resampled by time to it. Within :func:`pevl.data.pose.pyskl.pose_frames_fit` that happens with one
+        warning for the dataset (both counts of the first); beyond it the annotation is likely another video's
+        or another frame rate's and is refused unless ``resample`` (``data.options.resample_poses``) says so.
+        Frame counts probed here stay with the dataset, so loader workers do not probe the videos again.
+
+        Raises:
+            PevlError: An annotation beyond the tolerance without ``resample``, naming the pose file, the
+                ``frame_dir`` and the video.
+        """
+        import warnings
+
+        if not isinstance(self.poses, PicklePoses) or not self.use_video:
+            return
+        differ: list[str] = []
+        for index, record in enumerate(self.records):
+            ann = self.poses.file.find(record.lookup_keys)
+            if ann is None or (record.video is None and record.frames_dir is None):
+                continue
+            frames = int(np.asarray(ann["keypoint"]).shape[-3])
+            count = self._video_frames(index, record)[1]
+            if frames == count:
+                continue
+            counts = (
+                f"annotation {ann['frame_dir']!r} has {frames} pose frames, the "
+                f"{'video' if record.frames_dir is None else 'frame folder'} {record.video or record.frames_dir} "
+                f"{count}"
+            )
+            if not pose_frames_fit(frames, count) and not resample:
+                raise file_error(
+                    self.poses.path,
+                    f"{counts}: another video or another frame rate? Set data.options.resample_poses=true to "
+                    "resample them by time",
+                )
+            differ.append(counts)
+        if differ:
+            more = f" ({len(differ)} of {len(self.records)} annotations differ; first shown)" if len(differ) > 1 else ""
+            warnings.warn(
+                f"{self.poses.path}: {differ[0]}; poses resampled by time to the video's frames{more}",
+                PevlWarning,
+                stacklevel=3,
+            )
 
     def _read(self, record: VideoRecord, indices: np.ndarray) -> np.ndarray:
         if record.frames_dir is not None and record.num_frames is None:  # a folder named without a frame count

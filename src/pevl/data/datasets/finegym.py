@@ -75,9 +75,13 @@ def parse_finegym_split(path: str | Path) -> list[ListEntry]:
 
 
 def finegym_classes(path: str | Path) -> tuple[list[str], list[str]]:
-    """Label texts and coarse event types of a FineGym class-name file."""
+    """Label texts and coarse event types of a FineGym class-name file.
+
+    The official Gym99 names give two elements one name (``(BB) salto backward tucked``, lines 59 and 71: a beam
+    element and a dismount): that is warned about, not refused, so the published splits stay usable.
+    """
     texts, coarse = [], []
-    for name in read_class_names(path):
+    for name in read_class_names(path, duplicates="warn"):
         event, text = parse_finegym_name(name)
         texts.append(text)
         coarse.append(event or COARSE_TYPES["finegym"])

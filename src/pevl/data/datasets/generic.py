@@ -29,7 +29,7 @@ from pevl.data.datasets.lists import (
     relabel,
 )
 from pevl.data.datasets.registry import DatasetSpec, missing_videos_error, register
-from pevl.data.labels import clean_class_name
+from pevl.data.labels import clean_class_name, first_duplicate
 from pevl.data.rawframes import is_rawframe_folder
 from pevl.errors import PevlError, file_error
 
@@ -50,7 +50,7 @@ def coarse_types(root: Path, options: dict[str, Any], num_classes: int) -> list[
         return [str(options["coarse"])] * num_classes
     path = root / "coarse.txt"
     if path.is_file():
-        coarse = read_class_names(path)
+        coarse = read_class_names(path, duplicates="allow")  # one coarse type serves many classes
         if len(coarse) != num_classes:
             raise file_error(path, f"has {len(coarse)} lines for {num_classes} classes")
         return coarse
@@ -126,8 +126,19 @@ SPLIT_FOLDERS = ("train", "val", "test")
 
 
 def scan_class_folders(folder: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """Sorted class folder names and ``(sample, label)`` of every video file and rawframe folder inside them."""
+    """Sorted class folder names and ``(sample, label)`` of every video file and rawframe folder inside them.
+
+    Raises:
+        PevlError: Two class folders whose names are one class text (``Air_drumming`` and ``air drumming``).
+    """
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    pair = first_duplicate([d.name for d in class_dirs])
+    if pair is not None:
+        first, again = (class_dirs[i].name for i in pair)
+        raise PevlError(
+            f"{folder}: class folders {first!r} and {again!r} name one class (two identical texts would split one "
+            "class's probability); merge them"
+        )
     videos = []
     for label, class_dir in enumerate(class_dirs):
         for path in sorted(class_dir.rglob("*")):

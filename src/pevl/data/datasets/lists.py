@@ -5,6 +5,7 @@ Every reader raises :class:`~pevl.errors.PevlError` naming the file (and the lin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import warnings
@@ -13,7 +14,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from pevl.data.labels import python_label_map
+from pevl.data.labels import class_text_key, first_duplicate, python_label_map
 from pevl.errors import PevlError, PevlWarning, file_error
 
 
@@ -47,10 +48,13 @@ class LabelMap:
         ids: The class id of each class, in class-index order (``0..N-1`` for plain name-per-line maps; the
             file's own ids, possibly sparse, for ``id: name`` maps such as AVA's).
         names: The class name of each class, in the same order.
+        lines: The line of the file each class is on, in the same order (empty when the format has no lines
+            per class, e.g. JSON).
     """
 
     ids: tuple[int, ...]
     names: tuple[str, ...]
+    lines: tuple[int, ...] = dataclasses.field(default=(), compare=False)
 
     @property
     def contiguous(self) -> bool:
@@ -74,7 +78,13 @@ class LabelMap:
         return self.names[self.index(class_id)]
 
 
-def read_label_map(path: str | Path) -> LabelMap:
+DUPLICATE_NAMES = ("error", "warn", "allow")
+"""What a label map naming one class twice does: refuse, warn (a dataset whose official map has such names, e.g.
+FineGym's Gym99 ``(BB) salto backward tucked`` on lines 59 and 71: a beam element and a dismount) or pass (files
+that are not class names, such as one coarse type per class)."""
+
+
+def read_label_map(path: str | Path, duplicates: str = "error") -> LabelMap:
     """Read a label map in any of the formats MMAction2 and its datasets use.
 
     - one name per line (MMAction2 ``label_map_k400.txt``, NTU, Diving48, FineGym names): ids ``0..N-1``;
@@ -87,12 +97,46 @@ def read_label_map(path: str | Path) -> LabelMap:
       (:func:`pevl.data.labels.python_label_map`); other Python-like files (e.g. Toyota-Smarthome's
       ``official_2sAGCN_class_maps_and_subjects.txt``) are an error, never names.
 
+    Two classes with the same text (:func:`pevl.data.labels.class_text_key`) would split one probability:
+    ``duplicates`` says whether that is an error naming both lines (the default), a warning, or allowed.
+
     Raises:
         PevlError: Missing, binary or non-UTF-8 file, malformed JSON, a file mixing ``id: name`` lines with
-            other lines, duplicate ids, or a file holding fewer than one name per line (e.g. a whole JSON map
-            on one line that is not valid JSON); the message names the file and the line.
+            other lines, duplicate ids, a class named twice (``duplicates="error"``), or a file holding fewer than
+            one name per line (e.g. a whole JSON map on one line that is not valid JSON); the message names the
+            file and the line.
     """
-    path = Path(path)
+    if duplicates not in DUPLICATE_NAMES:
+        raise PevlError(f"duplicates={duplicates!r}: choose from {', '.join(DUPLICATE_NAMES)}")
+    label_map = _read_label_map(Path(path))
+    _check_unique_names(Path(path), label_map, duplicates)
+    return label_map
+
+
+def _check_unique_names(path: Path, label_map: LabelMap, duplicates: str) -> None:
+    """Refuse or warn about the first class name a label map gives twice, naming both lines."""
+    pair = first_duplicate(label_map.names) if duplicates != "allow" else None
+    if pair is None:
+        return
+    first, again = pair
+    where = (
+        f"lines {label_map.lines[first]} and {label_map.lines[again]}"
+        if label_map.lines
+        else f"classes {first + 1} and {again + 1}"
+    )
+    names = repr(label_map.names[again])
+    if label_map.names[first] != label_map.names[again]:
+        names = f"{label_map.names[first]!r} and {names}"
+    message = f"{where} both name {names}: two identical texts split one class's probability"
+    if duplicates == "error":
+        raise file_error(path, f"{message}; give each class once")
+    count = len(label_map.names) - len({class_text_key(n) for n in label_map.names})
+    more = f" ({count} such repeats)" if count > 1 else ""
+    warnings.warn(f"{path}: {message}, and the model cannot tell them apart{more}", PevlWarning, stacklevel=3)
+
+
+def _read_label_map(path: Path) -> LabelMap:
+    """:func:`read_label_map` without the check of repeated names."""
     if not path.is_file():
         raise file_error(path, "no such file" if not path.exists() else "not a file")
     raw = path.read_bytes()
@@ -130,7 +174,7 @@ def read_label_map(path: str | Path) -> LabelMap:
     names = [line for _, line in lines]
     if len(names) == 1 and any(sep in names[0] for sep in (",", ";", "\t")):
         raise file_error(path, "holds a single line of several names; a label map has one class name per line")
-    return LabelMap(tuple(range(len(names))), tuple(names))
+    return LabelMap(tuple(range(len(names))), tuple(names), tuple(n for n, _ in lines))
 
 
 def relabel(path: str | Path, entries: list[ListEntry], label_map: LabelMap) -> list[ListEntry]:
@@ -152,14 +196,17 @@ def relabel(path: str | Path, entries: list[ListEntry], label_map: LabelMap) -> 
     return out
 
 
-def _id_map(path: Path, pairs: list[tuple[int, str]], numbers: list[int]) -> LabelMap:
+def _id_map(path: Path, pairs: list[tuple[int, str]], numbers: list[int], lines: bool = True) -> LabelMap:
+    """A map of ``(id, name)`` pairs found on lines ``numbers`` (``lines=False``: item numbers, not lines)."""
     seen: dict[int, int] = {}
     for (class_id, _), number in zip(pairs, numbers, strict=True):
         if class_id in seen:
             raise file_error(path, f"line {number}: id {class_id} already named on line {seen[class_id]}")
         seen[class_id] = number
-    pairs = sorted(pairs)
-    return LabelMap(tuple(i for i, _ in pairs), tuple(n for _, n in pairs))
+    rows = sorted((class_id, name, number) for (class_id, name), number in zip(pairs, numbers, strict=True))
+    return LabelMap(
+        tuple(i for i, _, _ in rows), tuple(n for _, n, _ in rows), tuple(k for _, _, k in rows) if lines else ()
+    )
 
 
 def _json_map(path: Path, text: str) -> LabelMap:
@@ -172,14 +219,14 @@ def _json_map(path: Path, text: str) -> LabelMap:
     if isinstance(data, dict) and data:
         keys, values = list(data), list(data.values())
         if all(_is_int(k) for k in keys) and all(isinstance(v, str) for v in values):
-            return _id_map(path, [(int(k), v) for k, v in data.items()], [0] * len(data))
+            return _id_map(path, [(int(k), v) for k, v in data.items()], [0] * len(data), lines=False)
         if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             by_id: dict[int, str] = {}
             for name, class_id in data.items():
                 if class_id in by_id:
                     raise file_error(path, f"id {class_id} names both {by_id[class_id]!r} and {name!r}")
                 by_id[class_id] = name
-            return _id_map(path, sorted(by_id.items()), [0] * len(by_id))
+            return _id_map(path, sorted(by_id.items()), [0] * len(by_id), lines=False)
     raise file_error(path, 'JSON label map must be a list of names, {"id": "name"} or {"name": id}')
 
 
@@ -194,7 +241,7 @@ def _pbtxt_map(path: Path, text: str) -> LabelMap:
         pairs.append((int(class_id.group(1)), name.group(1)))
     if not pairs:
         raise file_error(path, "no 'item { name: ... id: ... }' entries")
-    return _id_map(path, pairs, list(range(1, len(pairs) + 1)))
+    return _id_map(path, pairs, list(range(1, len(pairs) + 1)), lines=False)
 
 
 def _is_int(text: str) -> bool:
@@ -205,7 +252,7 @@ def _is_int(text: str) -> bool:
     return True
 
 
-def read_class_names(path: str | Path) -> list[str]:
+def read_class_names(path: str | Path, duplicates: str = "error") -> list[str]:
     """Class names in class-index order, from any label map :func:`read_label_map` reads.
 
     For maps with their own ids the names come in increasing id order; use :func:`read_label_map` to turn
@@ -214,7 +261,7 @@ def read_class_names(path: str | Path) -> list[str]:
     Raises:
         PevlError: As :func:`read_label_map`.
     """
-    return list(read_label_map(path).names)
+    return list(read_label_map(path, duplicates).names)
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,12 @@ DATASETS: dict[str, Builder] = {}
 
 _OPTIONS: dict[str, frozenset[str]] = {}
 
-COMMON_OPTIONS = frozenset({"pose_layout", "pose_backend", "flip_prob"})
+COMMON_OPTIONS = frozenset({"pose_layout", "pose_backend", "flip_prob", "resample_poses"})
 """Options every dataset accepts: ``pose_layout`` (joint layout of a non-COCO pose pickle), ``pose_backend`` (the
-extractor whose cached poses to use, ``"mediapipe"`` by default) and ``flip_prob`` (probability of a horizontal flip
-of a training clip, video and pose together; 0 by default since fine-grained labels can depend on direction)."""
+extractor whose cached poses to use, ``"mediapipe"`` by default), ``flip_prob`` (probability of a horizontal flip
+of a training clip, video and pose together; 0 by default since fine-grained labels can depend on direction) and
+``resample_poses`` (resample a pose-file annotation by time to its video even when their frame counts differ by
+more than :data:`pevl.data.pose.pyskl.POSE_FRAME_TOLERANCE`; like ``pevl predict --resample-poses``)."""
 
 
 def register(*names: str, options: set[str] | frozenset[str] = frozenset()) -> Callable[[Builder], Builder]:

@@ -359,6 +359,14 @@ POSE_FRAME_TOLERANCE = 0.05
 resampled by time to it, with a warning; beyond it, it is refused unless resampling is asked for."""
 
 
+def pose_frames_fit(pose_frames: int, video_frames: int) -> bool:
+    """Whether ``pose_frames`` pose frames may be resampled by time to a ``video_frames`` video unasked.
+
+    True within :data:`POSE_FRAME_TOLERANCE` of the video's count (and always within 2 frames).
+    """
+    return abs(pose_frames - video_frames) <= max(2, POSE_FRAME_TOLERANCE * video_frames)
+
+
 def resample_by_time(array: np.ndarray, num_frames: int) -> np.ndarray:
     """``array`` (frames first) resampled to ``num_frames`` frames: each takes the frame at the same relative time."""
     source = array.shape[0]
@@ -472,7 +480,7 @@ class SkeletonFile:
         if num_frames is None or num_frames < 1 or frames == num_frames:
             return person
         counts = f"annotation {ann['frame_dir']!r} has {frames} pose frames, the video {video.name} {num_frames}"
-        if abs(frames - num_frames) > max(2, POSE_FRAME_TOLERANCE * num_frames) and not resample:
+        if not pose_frames_fit(frames, num_frames) and not resample:
             raise file_error(
                 self.path,
                 f"{counts}: another video or another frame rate? Give --resample-poses to resample them by time",
